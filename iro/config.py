@@ -1,0 +1,210 @@
+"""The one typed schema for a run config.
+
+Every section forbids unknown keys, so a typo is an error that names the key before any work
+starts. Each stage hashes only its own slice of the config (see `iro.store`), so changing, say,
+the evaluation settings does not invalidate finished rollouts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names the offending key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PolicyConfig(Section):
+    """The frozen base policy pi_base."""
+
+    model: str = Field(
+        EMBEDDED_MODEL, description="embedded:NAME, a local checkpoint dir or a hub id"
+    )
+    engine: Literal["auto", "vllm", "hf"] = "auto"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    max_model_len: int = Field(1024, ge=64)
+    trust_remote_code: bool = False
+    # vLLM memory knobs: the defaults fit this project's 2-core, 24 GiB CPU machines.
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+    cpu_kv_cache_gib: int = Field(1, ge=1)
+
+
+class DataConfig(Section):
+    """Where prompts come from and how they are shown to the policy."""
+
+    dataset: str = Field("data/docstrings.jsonl", description="local JSONL/Parquet/CSV or hub id")
+    train_split: str = "train"
+    eval_split: str = "test"
+    split_field: str | None = Field(
+        "split", description="column holding the split name in a single-file dataset"
+    )
+    prompt_field: str = "document"
+    reference_field: str | None = "summary"
+    id_field: str | None = "id"
+    prompt_template: str = (
+        "Summarize the following documentation in one short sentence.\n\n{prompt}"
+    )
+    use_chat_template: bool = True
+    prompts_per_iteration: int = Field(32, ge=1)
+    eval_prompts: int = Field(24, ge=1)
+
+
+class RewardComponent(Section):
+    type: Literal["embedding_similarity", "length_penalty"]
+    weight: float = 1.0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class RewardConfig(Section):
+    components: list[RewardComponent] = Field(
+        default_factory=lambda: [
+            RewardComponent(type="embedding_similarity"),
+            RewardComponent(type="length_penalty", weight=1.0, options={"target_words": 12}),
+        ],
+        min_length=1,
+    )
+    batch_size: int = Field(64, ge=1)
+
+
+class SamplingConfig(Section):
+    temperature: float = Field(0.7, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(50, ge=-1)
+    max_new_tokens: int = Field(48, ge=1)
+
+
+class SearchConfig(Section):
+    """Chunk-level beam search: w beams, k continuations of l tokens each (l=None: to the end)."""
+
+    beams: int = Field(2, ge=1, description="w")
+    children: int = Field(2, ge=1, description="k")
+    chunk_tokens: int | None = Field(8, ge=1, description="l; null means whole responses")
+    selection: Literal["diversity_first", "top_w"] = "diversity_first"
+    max_candidates: int = Field(256, ge=1, description="upper bound on w*k")
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> SearchConfig:
+        if self.beams * self.children > self.max_candidates:
+            raise ValueError(
+                f"beams*children = {self.beams * self.children} exceeds max_candidates = "
+                f"{self.max_candidates}"
+            )
+        return self
+
+    @property
+    def samples_per_prompt(self) -> int:
+        """U = w*k, the compute measure of METHOD.md."""
+        return self.beams * self.children
+
+
+class RolloutConfig(Section):
+    """Iteration 1 samples plainly from pi_base; later iterations run the guided search."""
+
+    samples_per_prompt: int = Field(4, ge=1, description="N for the unguided first iteration")
+
+
+class ReweightConfig(Section):
+    scheme: Literal["argmax", "softmax", "weighted"] = "argmax"
+    beta: float = Field(1.0, gt=0, description="temperature of exp(r / beta)")
+    resample_size: int = Field(1, ge=1, description="draws per prompt for softmax resampling")
+
+
+class ValueModelConfig(Section):
+    backbone: str = Field(EMBEDDED_MODEL, description="causal LM whose trunk reads the text")
+    num_layers: int | None = Field(4, ge=1, description="keep only the first N layers; null = all")
+    beta: float = Field(1.0, gt=0, description="V_k enters the search as V_k / beta")
+    max_length: int = Field(512, ge=16)
+    # Training (Monte-Carlo regression; paper: AdamW lr 3e-6, eps 1e-5, cosine, 10 epochs, batch 256)
+    learning_rate: float = Field(5e-5, gt=0)
+    adam_epsilon: float = Field(1e-5, gt=0)
+    lr_scheduler: str = "cosine"
+    epochs: float = Field(2.0, gt=0)
+    batch_size: int = Field(8, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    init_from_previous: bool = Field(True, description="V_k starts from V_{k-1}")
+    score_batch_size: int = Field(16, ge=1)
+
+
+class EvalConfig(Section):
+    enabled: bool = True
+    baselines: list[Literal["base", "bon"]] = Field(default_factory=lambda: ["base", "bon"])
+
+
+class StoreConfig(Section):
+    root: str = ".iro/store"
+
+
+class RunConfig(Section):
+    run_name: str = Field("default", pattern=r"^[a-z0-9][a-z0-9-]*$")
+    seed: int = 0
+    iterations: Annotated[int, Field(ge=1)] = 2
+    cache_dir: str | None = Field(None, description="converted models; default ~/.cache/iro")
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    reweight: ReweightConfig = Field(default_factory=ReweightConfig)
+    value: ValueModelConfig = Field(default_factory=ValueModelConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    store: StoreConfig = Field(default_factory=StoreConfig)
+
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = [f"invalid config {source}:"]
+    for item in err.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _set_dotted(data: dict[str, Any], dotted_key: str, value: Any) -> None:
+    *parents, leaf = dotted_key.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {dotted_key}: {part} is not a section")
+    node[leaf] = value
+
+
+def parse_config(data: dict[str, Any], source: str = "<dict>") -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(err, source)) from None
+
+
+def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read a YAML config; `overrides` maps dotted keys (``search.beams``) to values."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must be a mapping at the top level")
+    for key, value in (overrides or {}).items():
+        _set_dotted(data, key, value)
+    return parse_config(data, str(path))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``key=value`` from the command line; the value is read as YAML (so 3 is an int)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r} is not of the form key=value")
+    return key.strip(), yaml.safe_load(raw)

@@ -1,0 +1,91 @@
+"""Prompt datasets: loading, per-iteration slices and rendering for the policy."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from iro.config import DataConfig
+
+LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+
+
+class DatasetError(ValueError):
+    """A dataset that is missing, empty or lacks a configured column."""
+
+
+def _load_split(cfg: DataConfig, split: str) -> pd.DataFrame:
+    import datasets
+
+    path = Path(cfg.dataset).expanduser()
+    if path.suffix in LOCAL_FORMATS:
+        if not path.is_file():
+            raise DatasetError(f"dataset file not found: {path}")
+        frame = datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path))["train"]
+        frame = frame.to_pandas()
+        if cfg.split_field and cfg.split_field in frame.columns:
+            frame = frame[frame[cfg.split_field] == split]
+        elif cfg.split_field:
+            raise DatasetError(
+                f"dataset {path} has no column {cfg.split_field!r} (data.split_field); columns: "
+                f"{sorted(frame.columns)}. Set data.split_field: null to use the whole file."
+            )
+        return frame.reset_index(drop=True)
+    try:
+        return datasets.load_dataset(cfg.dataset, split=split).to_pandas()
+    except Exception as err:
+        raise DatasetError(f"cannot load dataset {cfg.dataset!r} split {split!r}: {err}") from err
+
+
+def load_prompts(cfg: DataConfig, split: str) -> pd.DataFrame:
+    """Columns: id, prompt, reference (None where the dataset has no reference)."""
+    frame = _load_split(cfg, split)
+    for field in (cfg.prompt_field, cfg.reference_field, cfg.id_field):
+        if field and field not in frame.columns:
+            raise DatasetError(
+                f"dataset {cfg.dataset!r} has no column {field!r}; columns: {sorted(frame.columns)}"
+            )
+    if frame.empty:
+        raise DatasetError(f"dataset {cfg.dataset!r} split {split!r} has no rows")
+    return pd.DataFrame(
+        {
+            "id": frame[cfg.id_field].astype(str) if cfg.id_field else frame.index.astype(str),
+            "prompt": frame[cfg.prompt_field].astype(str),
+            "reference": frame[cfg.reference_field].astype(str) if cfg.reference_field else None,
+        }
+    )
+
+
+def iteration_slice(prompts: pd.DataFrame, iteration: int, size: int, seed: int) -> pd.DataFrame:
+    """The fresh, disjoint slice of training prompts for `iteration` (1-based), as in the paper."""
+    order = np.random.default_rng(seed).permutation(len(prompts))
+    start, stop = (iteration - 1) * size, iteration * size
+    if stop > len(prompts):
+        raise DatasetError(
+            f"iteration {iteration} needs training prompts {start}..{stop - 1} but the split has "
+            f"only {len(prompts)}; lower data.prompts_per_iteration or the number of iterations"
+        )
+    return prompts.iloc[order[start:stop]].reset_index(drop=True)
+
+
+def eval_slice(prompts: pd.DataFrame, size: int) -> pd.DataFrame:
+    if size > len(prompts):
+        raise DatasetError(f"data.eval_prompts = {size} but the eval split has {len(prompts)} rows")
+    return prompts.iloc[:size].reset_index(drop=True)
+
+
+def render_prompts(tokenizer, cfg: DataConfig, prompts: list[str]) -> list[str]:
+    """The exact text the policy reads (chat template applied when the config asks for it)."""
+    texts = [cfg.prompt_template.format(prompt=p) for p in prompts]
+    if not cfg.use_chat_template:
+        return texts
+    if not tokenizer.chat_template:
+        raise DatasetError("data.use_chat_template is true but the policy has no chat template")
+    return [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False
+        )
+        for t in texts
+    ]

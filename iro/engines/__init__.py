@@ -1,0 +1,55 @@
+"""Generation engines: vLLM in-process (default) and transformers (fallback)."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+from iro.config import PolicyConfig
+from iro.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
+from iro.models import resolve_model
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Continuation", "ContinuationRequest", "Engine", "SamplingSettings", "get_engine"]
+
+# Starting vLLM costs ~20 s, so each process keeps one engine per policy setting and reuses it.
+_ENGINES: dict[tuple, Engine] = {}
+
+
+def _choose_backend(requested: str) -> str:
+    vllm_installed = importlib.util.find_spec("vllm") is not None
+    if requested == "vllm" and not vllm_installed:
+        raise RuntimeError("policy.engine is 'vllm' but vLLM is not installed; run `make install`")
+    if requested == "auto":
+        if vllm_installed:
+            return "vllm"
+        log.warning("vLLM is not installed: generating with the (slower) transformers back end")
+        return "hf"
+    return requested
+
+
+def get_engine(policy: PolicyConfig, cache_dir: str | None, seed: int) -> Engine:
+    backend = _choose_backend(policy.engine)
+    key = (backend, policy, cache_dir, seed)
+    if key not in _ENGINES:
+        model_path = resolve_model(policy.model, cache_dir)
+        if backend == "vllm":
+            from iro.engines.vllm_engine import VLLMEngine
+
+            _ENGINES[key] = VLLMEngine(
+                model_path,
+                dtype=policy.dtype,
+                max_model_len=policy.max_model_len,
+                gpu_memory_utilization=policy.gpu_memory_utilization,
+                cpu_kv_cache_gib=policy.cpu_kv_cache_gib,
+                trust_remote_code=policy.trust_remote_code,
+                seed=seed,
+            )
+        else:
+            from iro.engines.hf_engine import HFEngine
+
+            _ENGINES[key] = HFEngine(
+                model_path, dtype=policy.dtype, trust_remote_code=policy.trust_remote_code
+            )
+    return _ENGINES[key]

@@ -1,0 +1,79 @@
+"""vLLM in-process: every request of a search step goes to the engine as one batch."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+from iro.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
+
+log = logging.getLogger(__name__)
+
+
+class VLLMEngine(Engine):
+    name = "vllm"
+
+    def __init__(
+        self,
+        model_path: str,
+        *,
+        dtype: str,
+        max_model_len: int,
+        gpu_memory_utilization: float,
+        cpu_kv_cache_gib: int,
+        trust_remote_code: bool,
+        seed: int,
+    ) -> None:
+        # Keep the engine core in this process: Prefect tasks and tests then share one engine,
+        # and no worker process has to re-import the caller's module.
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kv_cache_gib))
+        from vllm import LLM
+
+        log.info("starting vLLM engine for %s (takes ~20 s on CPU)", model_path)
+        self._llm = LLM(
+            model=model_path,
+            dtype=dtype,
+            max_model_len=max_model_len,
+            gpu_memory_utilization=gpu_memory_utilization,
+            enforce_eager=True,
+            enable_prefix_caching=True,
+            trust_remote_code=trust_remote_code,
+            seed=seed,
+        )
+        self.max_model_len = max_model_len
+        self.eos_token_id = self._llm.get_tokenizer().eos_token_id
+
+    def continue_batch(
+        self, requests: Sequence[ContinuationRequest], sampling: SamplingSettings
+    ) -> list[list[Continuation]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if not requests:
+            return []
+        prompts = [TokensPrompt(prompt_token_ids=list(r.prefix_ids)) for r in requests]
+        params = [
+            SamplingParams(
+                n=r.n,
+                max_tokens=r.max_tokens,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                top_k=sampling.top_k,
+                seed=r.seed,
+            )
+            for r in requests
+        ]
+        outputs = self._llm.generate(prompts, params, use_tqdm=False)
+        results = []
+        for output in outputs:
+            continuations = []
+            for completion in output.outputs:
+                ids = tuple(completion.token_ids)
+                ended = completion.finish_reason == "stop"
+                if ended and ids and ids[-1] == self.eos_token_id:
+                    ids = ids[:-1]
+                continuations.append(Continuation(token_ids=ids, ended=ended))
+            results.append(continuations)
+        return results

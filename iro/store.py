@@ -1,0 +1,169 @@
+"""Content-addressed, immutable artifact store.
+
+An artifact is a directory ``<root>/<stage>/<id>/`` holding its files and a ``manifest.json``:
+stage, id, parent ids, the config slice that produced it, the code version, metrics, file
+checksums and creation time. The id hashes (stage, stage version, config slice, parent ids), so
+the same inputs give the same id (a rerun reuses the artifact) and a changed config gives a new
+artifact beside the old one, never over it. Bump a stage's version when its output changes
+meaning, so old artifacts are not reused by mistake.
+
+Artifacts are written into a temporary sibling directory and renamed into place, so a crash leaves
+either nothing or a complete artifact; readers verify checksums.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from iro.fsutil import atomic_write_json, sha256_file
+
+MANIFEST = "manifest.json"
+
+
+class ArtifactError(RuntimeError):
+    """An artifact that is missing or fails verification."""
+
+
+def code_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("iro-align")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    stage: str
+    id: str
+    path: Path
+    manifest: dict[str, Any]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.manifest["metrics"]
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def table(self, name: str = "table.parquet") -> pd.DataFrame:
+        return pd.read_parquet(self.path / name)
+
+
+class ArtifactStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def artifact_id(
+        self, stage: str, version: int, config: dict[str, Any], parents: Sequence[Artifact]
+    ) -> str:
+        key = canonical_json(
+            {
+                "stage": stage,
+                "version": version,
+                "config": config,
+                "parents": [p.id for p in parents],
+            }
+        )
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def path_of(self, stage: str, artifact_id: str) -> Path:
+        return self.root / stage / artifact_id
+
+    def find(self, stage: str, artifact_id: str) -> Artifact | None:
+        """The finished artifact with this id, verified, or None if it was never completed."""
+        path = self.path_of(stage, artifact_id)
+        if not (path / MANIFEST).is_file():
+            return None
+        return self.load(path)
+
+    def load(self, path: Path) -> Artifact:
+        path = Path(path)
+        manifest_path = path / MANIFEST
+        if not manifest_path.is_file():
+            raise ArtifactError(f"no artifact at {path} (missing {MANIFEST})")
+        manifest = json.loads(manifest_path.read_text())
+        for name, digest in manifest["files"].items():
+            file_path = path / name
+            if not file_path.is_file():
+                raise ArtifactError(f"artifact {path} is missing its file {name}")
+            if sha256_file(file_path) != digest:
+                raise ArtifactError(f"artifact {path}: checksum mismatch for {name}")
+        return Artifact(manifest["stage"], manifest["id"], path, manifest)
+
+    def create(
+        self,
+        stage: str,
+        version: int,
+        config: dict[str, Any],
+        parents: Sequence[Artifact],
+        build: Callable[[Path], dict[str, Any]],
+        run_name: str | None = None,
+    ) -> Artifact:
+        """Build the artifact with `build(staging_dir) -> metrics` unless it already exists."""
+        artifact_id = self.artifact_id(stage, version, config, parents)
+        existing = self.find(stage, artifact_id)
+        if existing is not None:
+            return existing
+        target = self.path_of(stage, artifact_id)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{artifact_id}.", dir=target.parent))
+        try:
+            started = time.time()
+            metrics = build(staging)
+            files = {
+                str(p.relative_to(staging)): sha256_file(p)
+                for p in sorted(staging.rglob("*"))
+                if p.is_file()
+            }
+            manifest = {
+                "stage": stage,
+                "id": artifact_id,
+                "stage_version": version,
+                "parents": [{"stage": p.stage, "id": p.id} for p in parents],
+                "config": config,
+                "metrics": metrics,
+                "files": files,
+                "code_version": code_version(),
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "build_seconds": round(time.time() - started, 3),
+                "created_by_run": run_name,
+            }
+            atomic_write_json(staging / MANIFEST, manifest)
+            staging.chmod(0o755)
+            try:
+                staging.rename(target)
+            except OSError:
+                # another process finished the same artifact first: theirs is identical
+                if self.find(stage, artifact_id) is None:
+                    raise
+                shutil.rmtree(staging, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return self.load(target)
+
+    # -- the run index: which artifacts make up a named run, for humans and later steps --
+
+    def run_dir(self, run_name: str) -> Path:
+        return self.root / "runs" / run_name
+
+    def record_run_step(self, run_name: str, name: str, data: dict[str, Any]) -> Path:
+        path = self.run_dir(run_name) / f"{name}.json"
+        atomic_write_json(path, data)
+        return path

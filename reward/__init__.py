@@ -1,0 +1,34 @@
+"""Rewards behind one interface, built from the run config."""
+
+from __future__ import annotations
+
+from reward.base import Reward, RewardError, check_scores
+from reward.composite import WeightedSum
+from reward.embedding import EmbeddingSimilarity
+from reward.length import LengthPenalty
+
+__all__ = [
+    "EmbeddingSimilarity",
+    "LengthPenalty",
+    "Reward",
+    "RewardError",
+    "WeightedSum",
+    "build_reward",
+    "check_scores",
+]
+
+REWARD_TYPES: dict[str, type[Reward]] = {
+    "embedding_similarity": EmbeddingSimilarity,
+    "length_penalty": LengthPenalty,
+}
+
+
+def build_reward(components: list[tuple[str, float, dict]]) -> WeightedSum:
+    """Build the weighted sum from (type, weight, options) triples; bad options name the type."""
+    built = []
+    for type_name, weight, options in components:
+        try:
+            built.append((REWARD_TYPES[type_name](**options), weight))
+        except TypeError as err:
+            raise ValueError(f"reward {type_name!r}: bad options {options}: {err}") from None
+    return WeightedSum(built)

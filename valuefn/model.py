@@ -1,0 +1,84 @@
+"""A per-token value model: a causal-LM trunk with a scalar head read at every position.
+
+V(x, y<t) is the head's output at the last token of prompt x followed by response prefix y<t,
+so one forward pass over (x, y) gives the value of every prefix of y at once. The trunk may keep
+only its first N layers so that training and scoring fit a CPU budget.
+
+Saved as a self-contained directory: config.json (the trunk's config), model.safetensors (trunk
+and head), the tokenizer, and value_model.json (what the head is).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from iro.fsutil import atomic_write_json
+
+VALUE_META = "value_model.json"
+WEIGHTS = "model.safetensors"
+
+
+class TokenValueModel(nn.Module):
+    def __init__(self, trunk: nn.Module):
+        super().__init__()
+        self.trunk = trunk
+        self.config = trunk.config
+        self.value_head = nn.Linear(trunk.config.hidden_size, 1)
+        nn.init.normal_(self.value_head.weight, std=1.0 / (trunk.config.hidden_size + 1))
+        nn.init.zeros_(self.value_head.bias)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Values of shape (batch, seq): entry t is V of the text up to and including token t."""
+        hidden = self.trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return self.value_head(hidden).squeeze(-1).float()
+
+    @classmethod
+    def from_causal_lm(
+        cls, path: str, num_layers: int | None = None, trust_remote_code: bool = False
+    ) -> TokenValueModel:
+        """A fresh value head on the (optionally truncated) trunk of a causal LM checkpoint."""
+        from transformers import AutoConfig, AutoModel
+
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        if num_layers is not None:
+            if num_layers > config.num_hidden_layers:
+                raise ValueError(
+                    f"value.num_layers = {num_layers} but {path} has {config.num_hidden_layers}"
+                )
+            config.num_hidden_layers = num_layers
+            if getattr(config, "layer_types", None):
+                config.layer_types = config.layer_types[:num_layers]
+        trunk = AutoModel.from_pretrained(
+            path, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code
+        )
+        return cls(trunk)
+
+    def save(self, directory: Path, tokenizer) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.config.save_pretrained(directory)
+        tokenizer.save_pretrained(directory)
+        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
+        save_file(state, directory / WEIGHTS)
+        atomic_write_json(
+            directory / VALUE_META,
+            {"kind": "token_value_model", "hidden_size": self.config.hidden_size},
+        )
+
+    @classmethod
+    def load(cls, directory: Path) -> TokenValueModel:
+        from transformers import AutoConfig, AutoModel
+
+        directory = Path(directory)
+        meta_path = directory / VALUE_META
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{directory} is not a saved value model (no {VALUE_META})")
+        json.loads(meta_path.read_text())
+        trunk = AutoModel.from_config(AutoConfig.from_pretrained(directory))
+        model = cls(trunk)
+        model.load_state_dict(load_file(directory / WEIGHTS))
+        return model
