@@ -14,6 +14,13 @@ import sys
 from typing import Any
 
 from iro.config import ConfigError, load_config, parse_override
+from iro.data import DatasetError
+from iro.models import ModelNotFoundError
+from iro.store import ArtifactError
+from reward.base import RewardError
+
+# Problems with the user's inputs: reported in one line, without a traceback.
+USER_ERRORS = (ConfigError, DatasetError, ModelNotFoundError, ArtifactError, RewardError)
 
 LIBRARY_LOGGERS = "iro,valuefn,reward,tasks,flows"
 
@@ -28,6 +35,21 @@ def _prepare_environment() -> None:
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", LIBRARY_LOGGERS)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    # transformers' per-load reports (e.g. the layers a truncated value trunk leaves out) and
+    # vLLM's start-up chatter drown the pipeline's own progress lines.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    _configure_logging()
+
+
+def _configure_logging() -> None:
+    """Show the library's INFO lines (stage starts, reuse, throughput) beside Prefect's own."""
+    import logging
+
+    for name in LIBRARY_LOGGERS.split(","):
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -89,9 +111,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except ConfigError as err:
+    except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:
+        from iro.pipeline import MissingArtifactError
+
+        if isinstance(err, MissingArtifactError):
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -11,6 +11,13 @@ from iro.engines.base import Continuation, ContinuationRequest, Engine, Sampling
 log = logging.getLogger(__name__)
 
 
+class _DropRepeatedThreadWarning(logging.Filter):
+    """vLLM's CPU worker warns about torch.set_num_threads on every batch; once is enough."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "set_num_threads" not in record.getMessage()
+
+
 class VLLMEngine(Engine):
     name = "vllm"
 
@@ -31,6 +38,10 @@ class VLLMEngine(Engine):
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kv_cache_gib))
         from vllm import LLM
 
+        logging.getLogger("vllm").addFilter(_DropRepeatedThreadWarning())
+        for handler in logging.getLogger("vllm").handlers:
+            handler.addFilter(_DropRepeatedThreadWarning())
+
         log.info("starting vLLM engine for %s (takes ~20 s on CPU)", model_path)
         self._llm = LLM(
             model=model_path,
@@ -39,6 +50,11 @@ class VLLMEngine(Engine):
             gpu_memory_utilization=gpu_memory_utilization,
             enforce_eager=True,
             enable_prefix_caching=True,
+            # Per-request seeds make every sample reproducible whatever else is in the batch, but
+            # chunked prefill rewinds seeded generators, which CPU generators cannot do: prefill
+            # whole prompts instead.
+            enable_chunked_prefill=False,
+            max_num_batched_tokens=max(8192, max_model_len),
             trust_remote_code=trust_remote_code,
             seed=seed,
         )

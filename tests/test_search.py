@@ -1,0 +1,180 @@
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from iro.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
+from iro.engines.hf_engine import HFEngine
+from valuefn.search import (
+    Candidate,
+    SearchSettings,
+    _request_seed,
+    guided_search,
+    select_diversity_first,
+    select_top_w,
+)
+
+
+def cands(*pairs: tuple[str, float]) -> list[Candidate]:
+    return [Candidate((i,), text, False, score) for i, (text, score) in enumerate(pairs)]
+
+
+def test_top_w_orders_by_score_and_breaks_ties_by_position():
+    pool = cands(("a", 0.1), ("b", 0.5), ("c", 0.5), ("d", 0.9))
+    assert select_top_w(pool, 3) == [3, 1, 2]
+
+
+def test_diversity_first_prefers_distinct_texts():
+    pool = cands(("same", 0.9), ("same", 0.8), ("other", 0.1), ("third", 0.05))
+    assert select_diversity_first(pool, 3) == [0, 2, 3]
+    # duplicates fill only once the distinct texts run out, best duplicate first
+    assert select_diversity_first(pool, 4) == [0, 2, 3, 1]
+    ties = cands(("x", 0.5), ("y", 0.5), ("x", 0.5))
+    assert select_diversity_first(ties, 2) == [0, 1]
+
+
+def test_diversity_first_never_keeps_a_duplicate_while_a_distinct_is_left():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        texts = rng.choice(list("abcd"), size=8)
+        pool = cands(*[(t, float(s)) for t, s in zip(texts, rng.random(8), strict=True)])
+        w = int(rng.integers(1, 8))
+        chosen = [pool[i].text for i in select_diversity_first(pool, w)]
+        n_distinct = len(set(texts))
+        assert len(set(chosen)) == min(w, n_distinct)
+
+
+class ScriptedEngine(Engine):
+    """Deterministic continuations from the seed; records every request it gets."""
+
+    name = "scripted"
+    eos_token_id = 1
+
+    def __init__(self):
+        self.requests: list[ContinuationRequest] = []
+
+    def continue_batch(self, requests: Sequence[ContinuationRequest], sampling: SamplingSettings):
+        self.requests.extend(requests)
+        out = []
+        for r in requests:
+            rng = np.random.default_rng(r.seed)
+            out.append(
+                [
+                    Continuation(
+                        tuple(int(t) for t in rng.integers(3, 30, size=r.max_tokens)),
+                        bool(rng.random() < 0.3),
+                    )
+                    for _ in range(r.n)
+                ]
+            )
+        return out
+
+
+def length_scorer(prompts, responses, ended):
+    return np.array(
+        [len(r.split()) + (0.5 if e else 0.0) for r, e in zip(responses, ended, strict=True)]
+    )
+
+
+def test_search_invariants_with_scripted_engine(tiny_tokenizer):
+    engine = ScriptedEngine()
+    settings = SearchSettings(beams=3, children=2, chunk_tokens=4, max_new_tokens=13)
+    pools = guided_search(
+        engine,
+        tiny_tokenizer,
+        ["p0", "p1"],
+        [[5, 6], [7]],
+        settings,
+        SamplingSettings(),
+        length_scorer,
+        seed=1,
+    )
+    assert len(pools) == 2
+    for pool in pools:
+        assert pool and all(len(c.response_ids) <= 13 for c in pool)
+        assert all(c.finished(13) for c in pool)
+        assert [c.score for c in pool] == sorted((c.score for c in pool), reverse=True)
+    # the root spawns w*k, later beams k; no request ever exceeds the remaining budget
+    assert {r.n for r in engine.requests} == {6, 2}
+    for r in engine.requests:
+        prompt_len = 2 if r.prefix_ids[:2] == (5, 6) else 1
+        assert r.max_tokens <= 13 - (len(r.prefix_ids) - prompt_len)
+    # finished beams never grow: no request continues a prefix that ended with EOS
+    ended_prefixes = set()
+    by_prefix = {r.prefix_ids: r for r in engine.requests}
+    for prefix in by_prefix:
+        assert prefix not in ended_prefixes
+    assert len(by_prefix) == len(engine.requests)
+
+
+def test_search_is_reproducible_and_seed_sensitive(tiny_tokenizer):
+    settings = SearchSettings(beams=2, children=2, chunk_tokens=3, max_new_tokens=9)
+    run = lambda seed: guided_search(  # noqa: E731
+        ScriptedEngine(),
+        tiny_tokenizer,
+        ["p"],
+        [[4]],
+        settings,
+        SamplingSettings(),
+        length_scorer,
+        seed,
+    )
+    assert run(3) == run(3)
+    assert run(3) != run(4)
+
+
+@pytest.fixture(scope="module")
+def hf_engine(tiny_lm):
+    return HFEngine(str(tiny_lm), dtype="float32", trust_remote_code=False)
+
+
+def test_best_of_n_through_search_equals_the_sampler(hf_engine, tiny_tokenizer):
+    sampling = SamplingSettings(temperature=1.0, top_p=1.0, top_k=0)
+    prompts = [tiny_tokenizer("the list of data").input_ids, tiny_tokenizer("a file").input_ids]
+    pools = guided_search(
+        hf_engine,
+        tiny_tokenizer,
+        ["x", "y"],
+        prompts,
+        SearchSettings.best_of_n(4, 10),
+        sampling,
+        None,
+        seed=5,
+    )
+    direct = hf_engine.continue_batch(
+        [
+            ContinuationRequest(tuple(p), 4, 10, _request_seed(5, i, 0, 0))
+            for i, p in enumerate(prompts)
+        ],
+        sampling,
+    )
+    for pool, samples in zip(pools, direct, strict=True):
+        finished = [s for s in samples if s.ended or len(s.token_ids) >= 10]
+        assert [c.response_ids for c in pool] == [s.token_ids for s in finished]
+
+
+def test_one_beam_one_child_is_plain_sampling(hf_engine, tiny_tokenizer):
+    sampling = SamplingSettings(temperature=1.0, top_p=1.0, top_k=0)
+    prompt = tiny_tokenizer("the document").input_ids
+    pools = guided_search(
+        hf_engine,
+        tiny_tokenizer,
+        ["x"],
+        [prompt],
+        SearchSettings(1, 1, None, 12),
+        sampling,
+        None,
+        seed=9,
+    )
+    [[sample]] = hf_engine.continue_batch(
+        [ContinuationRequest(tuple(prompt), 1, 12, _request_seed(9, 0, 0, 0))], sampling
+    )
+    assert [c.response_ids for c in pools[0]] == [sample.token_ids]
+    assert pools[0][0].text == tiny_tokenizer.decode(sample.token_ids, skip_special_tokens=True)
+
+
+def test_bad_settings_are_rejected():
+    with pytest.raises(ValueError, match="chunk_tokens"):
+        SearchSettings(2, 2, 0, 10)
+    with pytest.raises(ValueError, match="selection"):
+        SearchSettings(2, 2, 4, 10, selection="random")

@@ -1,0 +1,127 @@
+import pytest
+import torch
+
+from valuefn.encoding import encode_pair
+from valuefn.model import TokenValueModel
+from valuefn.scoring import ValueEnsemble
+from valuefn.training import (
+    ValueCollator,
+    ValueExample,
+    ValueTrainingArguments,
+    train_value_model,
+    value_regression_loss,
+)
+
+
+def test_encode_pair_boundary_eos_and_left_truncation(tiny_tokenizer):
+    pair = encode_pair(
+        tiny_tokenizer, "the list of data", "returns a value", ended=True, max_length=64
+    )
+    assert pair.prompt_len == 4
+    assert pair.input_ids[-1] == tiny_tokenizer.eos_token_id and len(pair.input_ids) == 8
+    short = encode_pair(
+        tiny_tokenizer, "the list of data", "returns a value", ended=False, max_length=5
+    )
+    # the end of the prompt is kept, the response is whole
+    assert (
+        short.prompt_len == 2
+        and short.input_ids == tiny_tokenizer("of data returns a value").input_ids
+    )
+    with pytest.raises(ValueError, match="no room for the prompt"):
+        encode_pair(tiny_tokenizer, "the", "returns a value", ended=True, max_length=4)
+
+
+def test_collator_masks_exactly_the_response_states(tiny_tokenizer):
+    collate = ValueCollator(tiny_tokenizer, max_length=64)
+    batch = collate(
+        [
+            ValueExample("the list", "returns a value", ended=True, reward=0.5),
+            ValueExample("the list of data", "one", ended=False, reward=-1.0, weight=2.0),
+        ]
+    )
+    # example 0: prompt 2 tokens, response 3 + EOS -> states read at positions 1..5
+    assert batch["value_mask"][0].tolist() == [False, True, True, True, True, True]
+    # example 1: prompt 4 tokens, response 1 (no EOS) -> states at positions 3..4; position 5 is padding
+    assert batch["value_mask"][1].tolist() == [False, False, False, True, True, False]
+    assert batch["attention_mask"][1].tolist() == [1, 1, 1, 1, 1, 0]
+    assert batch["targets"].tolist() == [0.5, -1.0] and batch["weights"].tolist() == [1.0, 2.0]
+
+
+def test_loss_ignores_masked_positions_and_averages_per_sequence():
+    values = torch.tensor([[9.0, 1.0, 3.0], [0.0, 0.0, 7.0]])
+    mask = torch.tensor([[False, True, True], [True, True, False]])
+    targets = torch.tensor([1.0, 1.0])
+    weights = torch.tensor([1.0, 3.0])
+    # seq 0: mean(0.5*0, 0.5*4) = 1.0; seq 1: mean(0.5*1, 0.5*1) = 0.5; weighted mean: (1 + 1.5)/2
+    loss = value_regression_loss(values, targets, mask, weights)
+    assert loss.item() == pytest.approx(1.25)
+    changed = values.clone()
+    changed[0, 0] = -100.0
+    changed[1, 2] = 100.0
+    assert value_regression_loss(changed, targets, mask, weights).item() == pytest.approx(1.25)
+
+
+def test_truncated_trunk_and_save_load_roundtrip(tiny_lm, tiny_tokenizer, tmp_path):
+    model = TokenValueModel.from_causal_lm(str(tiny_lm), num_layers=1)
+    assert model.config.num_hidden_layers == 1
+    with pytest.raises(ValueError, match="num_layers"):
+        TokenValueModel.from_causal_lm(str(tiny_lm), num_layers=5)
+    ids = torch.tensor([tiny_tokenizer("the list of data").input_ids])
+    before = model(ids, torch.ones_like(ids))
+    model.save(tmp_path / "v", tiny_tokenizer)
+    assert not list(tmp_path.glob("v/*.bin")) and (tmp_path / "v" / "model.safetensors").is_file()
+    loaded = TokenValueModel.load(tmp_path / "v")
+    torch.testing.assert_close(loaded(ids, torch.ones_like(ids)), before)
+
+
+def test_training_fits_rewards_and_ranks(tiny_lm, tiny_tokenizer, tmp_path):
+    torch.manual_seed(0)
+    model = TokenValueModel.from_causal_lm(str(tiny_lm))
+    examples = [
+        ValueExample("the document", "returns a value", True, reward=1.0),
+        ValueExample("the document", "list of file path", True, reward=-1.0),
+    ] * 8
+    args = ValueTrainingArguments(
+        output_dir=str(tmp_path / "work"), learning_rate=3e-3, num_train_epochs=15,
+        per_device_train_batch_size=8, logging_steps=1, use_cpu=True, disable_tqdm=True,
+        report_to="none", max_length=64,
+    )  # fmt: skip
+    metrics = train_value_model(model, tiny_tokenizer, examples, args)
+    # Both responses share the empty-response state, whose best value is the mean reward 0, so
+    # 1/2 * 1^2 at that one state is irreducible: per sequence 0.5 / (number of states).
+    floor = (0.5 / 5 + 0.5 / 6) / 2  # states: 3 tokens + EOS + empty = 5, and 4 + EOS + empty = 6
+    assert metrics["first_logged_loss"] > 2 * floor
+    assert metrics["last_logged_loss"] == pytest.approx(floor, abs=0.01)
+    model.save(tmp_path / "v", tiny_tokenizer)
+    ensemble = ValueEnsemble.load([tmp_path / "v"], [1.0], max_length=64, batch_size=2)
+    good, bad = ensemble.score(
+        ["the document"] * 2, ["returns a value", "list of file path"], [True, True]
+    )
+    assert good > 0.5 and bad < -0.5
+
+
+def test_nan_reward_is_rejected(tiny_lm, tiny_tokenizer, tmp_path):
+    model = TokenValueModel.from_causal_lm(str(tiny_lm))
+    args = ValueTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
+    with pytest.raises(ValueError, match="non-finite reward in value training example 1"):
+        train_value_model(
+            model, tiny_tokenizer,
+            [ValueExample("a", "b", True, 1.0), ValueExample("a", "b", True, float("nan"))], args,
+        )  # fmt: skip
+
+
+def test_two_value_models_rank_as_v1_plus_half_v2(tiny_lm, tiny_tokenizer, tmp_path):
+    dirs = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        model = TokenValueModel.from_causal_lm(str(tiny_lm))
+        torch.nn.init.normal_(model.value_head.weight, std=1.0)
+        model.save(tmp_path / f"v{seed}", tiny_tokenizer)
+        dirs.append(tmp_path / f"v{seed}")
+    prompts = ["the list"] * 4
+    responses = ["returns a value", "one short sentence", "the", "data of the file"]
+    ended = [True, False, True, False]
+    one = ValueEnsemble.load(dirs[:1], [1.0], 64, 3).score(prompts, responses, ended)
+    two = ValueEnsemble.load(dirs[1:], [1.0], 64, 3).score(prompts, responses, ended)
+    both = ValueEnsemble.load(dirs, [1.0, 2.0], 64, 3).score(prompts, responses, ended)
+    torch.testing.assert_close(torch.tensor(both), torch.tensor(one + two / 2))
