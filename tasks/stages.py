@@ -15,60 +15,51 @@ from iro.store import Artifact
 from tasks.publish import progress_reporter, publish_stage
 
 
-@task(name="rollout", cache_policy=NONE)
-def rollout_task(pipeline: Pipeline, iteration: int, values: list[Artifact]) -> Artifact:
-    run = pipeline.cfg.run_name
-    artifact = pipeline.rollout(
-        iteration, values, progress_reporter(run, "iter", iteration, "rollout")
-    )
+def _mirror(
+    pipeline: Pipeline,
+    iteration: int,
+    stage: str,
+    title: str,
+    artifact: Artifact,
+    with_table: bool = True,
+) -> Artifact:
+    table = artifact.table() if with_table else None
     publish_stage(
-        run,
-        ("iter", iteration, "rollout"),
-        f"iteration {iteration}: rollout",
+        pipeline.cfg.run_name,
+        ("iter", iteration, stage),
+        f"iteration {iteration}: {title}",
         artifact,
-        artifact.table(),
+        table,
     )
     return artifact
+
+
+@task(name="rollout", cache_policy=NONE)
+def rollout_task(pipeline: Pipeline, iteration: int, values: list[Artifact]) -> Artifact:
+    progress = progress_reporter(pipeline.cfg.run_name, "iter", iteration, "rollout")
+    return _mirror(
+        pipeline, iteration, "rollout", "rollout", pipeline.rollout(iteration, values, progress)
+    )
 
 
 @task(name="score", cache_policy=NONE)
 def score_task(pipeline: Pipeline, iteration: int, rollout: Artifact) -> Artifact:
-    artifact = pipeline.score(rollout)
-    publish_stage(
-        pipeline.cfg.run_name,
-        ("iter", iteration, "score"),
-        f"iteration {iteration}: rewards",
-        artifact,
-        artifact.table(),
-    )
-    return artifact
+    return _mirror(pipeline, iteration, "score", "rewards", pipeline.score(rollout))
 
 
 @task(name="reweight", cache_policy=NONE)
 def reweight_task(pipeline: Pipeline, iteration: int, scored: Artifact) -> Artifact:
-    artifact = pipeline.reweight(scored)
-    publish_stage(
-        pipeline.cfg.run_name,
-        ("iter", iteration, "reweight"),
-        f"iteration {iteration}: reweighting",
-        artifact,
-        artifact.table(),
-    )
-    return artifact
+    return _mirror(pipeline, iteration, "reweight", "reweighting", pipeline.reweight(scored))
 
 
 @task(name="train-value", cache_policy=NONE)
 def train_value_task(
     pipeline: Pipeline, iteration: int, reweighted: Artifact, previous: Artifact | None
 ) -> Artifact:
-    artifact = pipeline.train_value(reweighted, previous)
-    publish_stage(
-        pipeline.cfg.run_name,
-        ("iter", iteration, "value"),
-        f"iteration {iteration}: value model V_{iteration}",
-        artifact,
+    value = pipeline.train_value(reweighted, previous)
+    return _mirror(
+        pipeline, iteration, "value", f"value model V_{iteration}", value, with_table=False
     )
-    return artifact
 
 
 @task(name="evaluate", cache_policy=NONE)
