@@ -24,19 +24,41 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class EndpointConfig(Section):
+    """An OpenAI-compatible completions endpoint serving the policy (policy.engine: openai)."""
+
+    base_url: str = Field(..., description="e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(..., description="the model name the endpoint serves")
+    api_key_env: str | None = Field(None, description="env var holding the API key, if any")
+    prompt_as_token_ids: bool = Field(True, description="vLLM servers: exact prefixes; false: text")
+    supports_top_k: bool = Field(True, description="send top_k (vLLM servers accept it)")
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+    concurrency: int = Field(8, ge=1)
+
+
 class PolicyConfig(Section):
     """The frozen base policy pi_base."""
 
     model: str = Field(
-        EMBEDDED_MODEL, description="embedded:NAME, a local checkpoint dir or a hub id"
+        EMBEDDED_MODEL,
+        description="embedded:NAME, a local checkpoint dir or a hub id (with engine openai: the "
+        "served model's tokenizer)",
     )
-    engine: Literal["auto", "vllm", "hf"] = "auto"
+    engine: Literal["auto", "vllm", "hf", "openai"] = "auto"
+    endpoint: EndpointConfig | None = None
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_model_len: int = Field(1024, ge=64)
     trust_remote_code: bool = False
     # vLLM memory knobs: the defaults fit this project's 2-core, 24 GiB CPU machines.
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
     cpu_kv_cache_gib: int = Field(1, ge=1)
+
+    @model_validator(mode="after")
+    def _endpoint_matches_engine(self) -> PolicyConfig:
+        if (self.engine == "openai") != (self.endpoint is not None):
+            raise ValueError("policy.endpoint is required with engine: openai, and only then")
+        return self
 
 
 class DataConfig(Section):

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -125,3 +126,26 @@ def test_two_value_models_rank_as_v1_plus_half_v2(tiny_lm, tiny_tokenizer, tmp_p
     two = ValueEnsemble.load(dirs[1:], [1.0], 64, 3).score(prompts, responses, ended)
     both = ValueEnsemble.load(dirs, [1.0, 2.0], 64, 3).score(prompts, responses, ended)
     torch.testing.assert_close(torch.tensor(both), torch.tensor(one + two / 2))
+
+
+def test_incremental_scoring_matches_full_forward(tiny_lm, tiny_tokenizer, tmp_path):
+    torch.manual_seed(3)
+    model = TokenValueModel.from_causal_lm(str(tiny_lm))
+    torch.nn.init.normal_(model.value_head.weight, std=1.0)
+    model.save(tmp_path / "v", tiny_tokenizer)
+    prompts = ["the list of data", "the list of data", "a file", "the list of data"]
+    responses = ["returns a value", "", "one short sentence of the file", "the"]
+    ended = [True, False, True, False]
+    roomy = ValueEnsemble.load([tmp_path / "v"], [1.0], max_length=64, batch_size=2)
+    incremental = roomy.score(prompts, responses, ended)
+    assert len(roomy.members[0].prompts) == 2  # each prompt was read once
+    expected = []
+    for p, r, e in zip(prompts, responses, ended, strict=True):
+        ids = torch.tensor([encode_pair(tiny_tokenizer, p, r, e, 64).input_ids])
+        expected.append(model(ids, torch.ones_like(ids))[0, -1].item())
+    np.testing.assert_allclose(incremental, expected, atol=1e-5)
+    # inputs over max_length fall back to the full pass with the prompt truncated as in training
+    tight = ValueEnsemble.load([tmp_path / "v"], [1.0], max_length=6, batch_size=2)
+    truncated = tight.score(prompts[:1], responses[:1], ended[:1])
+    ids = torch.tensor([encode_pair(tiny_tokenizer, prompts[0], responses[0], True, 6).input_ids])
+    assert truncated[0] == pytest.approx(model(ids, torch.ones_like(ids))[0, -1].item(), abs=1e-5)

@@ -10,6 +10,7 @@ and head), the tokenizer, and value_model.json (what the head is).
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -36,6 +37,43 @@ class TokenValueModel(nn.Module):
         """Values of shape (batch, seq): entry t is V of the text up to and including token t."""
         hidden = self.trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return self.value_head(hidden).squeeze(-1).float()
+
+    @torch.no_grad()
+    def prefill(self, prompt_ids: list[int]) -> tuple[object, float]:
+        """Run a prompt once: its KV cache (for `extend`) and V at its last token (empty response)."""
+        ids = torch.tensor([prompt_ids])
+        out = self.trunk(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
+        last_value = self.value_head(out.last_hidden_state[0, -1]).item()
+        return out.past_key_values, last_value
+
+    @torch.no_grad()
+    def extend(
+        self, prompt_cache, prompt_len: int, response_ids: torch.Tensor, response_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Values over right-padded response tokens that all continue one cached prompt.
+
+        The prompt cache is copied and repeated per row, so the prompt is read once however many
+        candidates continue it; returns (batch, response_len) like `forward`.
+        """
+        cache = copy.deepcopy(prompt_cache)
+        cache.batch_repeat_interleave(response_ids.shape[0])
+        prompt_mask = torch.ones((response_ids.shape[0], prompt_len), dtype=response_mask.dtype)
+        out = self.trunk(
+            input_ids=response_ids,
+            attention_mask=torch.cat([prompt_mask, response_mask], dim=1),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return self.value_head(out.last_hidden_state).squeeze(-1).float()
+
+    @torch.no_grad()
+    def advance(self, cache, token_id: int) -> object:
+        """Append one token to a batch-1 cache in place (token-level decoding moves one step)."""
+        ids = torch.tensor([[token_id]])
+        mask = torch.ones((1, cache.get_seq_length() + 1), dtype=torch.long)
+        return self.trunk(
+            input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True
+        ).past_key_values
 
     @classmethod
     def from_causal_lm(

@@ -2,12 +2,18 @@
 
 Each value model reads the text re-tokenised with its own tokenizer, so a value model may use a
 different tokenizer from the policy.
+
+Scoring is incremental: a search scores many candidates that continue the same prompt, step after
+step, so each value model reads a prompt once, keeps its KV cache, and then reads only the response
+tokens of each candidate. Inputs longer than `max_length` take the full-pass path, which truncates
+the prompt exactly as training does.
 """
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +22,48 @@ import torch
 from valuefn.encoding import encode_pair
 from valuefn.model import TokenValueModel
 
+PROMPT_CACHE_SIZE = 256  # prompts whose KV cache a value model keeps (a few MB each at most)
+
+
+@dataclass
+class PromptState:
+    ids: list[int]
+    cache: object
+    empty_response_value: float
+
 
 @dataclass
 class LoadedValue:
     model: TokenValueModel
     tokenizer: object
     beta: float
+    prompts: OrderedDict[str, PromptState] = field(default_factory=OrderedDict)
+
+    def prompt_state(self, prompt: str) -> PromptState:
+        state = self.prompts.get(prompt)
+        if state is None:
+            ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
+            cache, value = self.model.prefill(ids)
+            state = PromptState(ids, cache, value)
+            self.prompts[prompt] = state
+            if len(self.prompts) > PROMPT_CACHE_SIZE:
+                self.prompts.popitem(last=False)
+        self.prompts.move_to_end(prompt)
+        return state
+
+
+def _right_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[i, : len(row)] = 1
+    return ids, mask
+
+
+def _last_real(values: torch.Tensor, mask: torch.Tensor) -> list[float]:
+    return values[torch.arange(values.shape[0]), mask.sum(dim=1) - 1].tolist()
 
 
 class ValueEnsemble:
@@ -45,6 +87,33 @@ class ValueEnsemble:
     def __len__(self) -> int:
         return len(self.members)
 
+    def _pad_id(self, member: LoadedValue) -> int:
+        return member.tokenizer.pad_token_id or 0
+
+    def _full_pass(
+        self, member: LoadedValue, prompt: str, responses: Sequence[str], ended: Sequence[bool]
+    ) -> list[float]:
+        pairs = [
+            encode_pair(member.tokenizer, prompt, r, e, self.max_length)
+            for r, e in zip(responses, ended, strict=True)
+        ]
+        ids, mask = _right_pad([p.input_ids for p in pairs], self._pad_id(member))
+        return _last_real(member.model(ids, mask), mask)
+
+    def _incremental(
+        self, member: LoadedValue, prompt: str, rows: Sequence[list[int]]
+    ) -> list[float]:
+        state = member.prompt_state(prompt)
+        values = [state.empty_response_value] * len(rows)
+        nonempty = [i for i, row in enumerate(rows) if row]
+        for start in range(0, len(nonempty), self.batch_size):
+            batch = nonempty[start : start + self.batch_size]
+            ids, mask = _right_pad([rows[i] for i in batch], self._pad_id(member))
+            extended = member.model.extend(state.cache, len(state.ids), ids, mask)
+            for i, value in zip(batch, _last_real(extended, mask), strict=True):
+                values[i] = value
+        return values
+
     @torch.no_grad()
     def _values(
         self,
@@ -53,27 +122,24 @@ class ValueEnsemble:
         responses: Sequence[str],
         ended: Sequence[bool],
     ) -> np.ndarray:
-        pairs = [
-            encode_pair(member.tokenizer, p, r, e, self.max_length)
-            for p, r, e in zip(prompts, responses, ended, strict=True)
-        ]
-        # sort by length so each padded batch wastes little work; restore order at the end
-        order = sorted(range(len(pairs)), key=lambda i: len(pairs[i].input_ids))
-        values = np.empty(len(pairs))
-        pad = member.tokenizer.pad_token_id or 0
-        for start in range(0, len(order), self.batch_size):
-            batch = [pairs[i] for i in order[start : start + self.batch_size]]
-            width = max(len(p.input_ids) for p in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, pair in enumerate(batch):
-                ids[row, : len(pair.input_ids)] = torch.tensor(pair.input_ids)
-                mask[row, : len(pair.input_ids)] = 1
-            out = member.model(ids, mask)
-            last = mask.sum(dim=1) - 1
-            batch_values = out[torch.arange(len(batch)), last].tolist()
-            for i, value in zip(order[start : start + self.batch_size], batch_values, strict=True):
-                values[i] = value
+        values = np.empty(len(responses))
+        by_prompt: dict[str, list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            by_prompt.setdefault(prompt, []).append(i)
+        eos = [member.tokenizer.eos_token_id]
+        for prompt, indices in by_prompt.items():
+            rows = [
+                member.tokenizer(responses[i], add_special_tokens=False).input_ids
+                + (eos if ended[i] else [])
+                for i in indices
+            ]
+            prompt_len = len(member.tokenizer(prompt, add_special_tokens=False).input_ids)
+            if prompt_len + max(len(r) for r in rows) <= self.max_length:
+                values[indices] = self._incremental(member, prompt, rows)
+            else:  # too long: truncate the prompt as training does
+                responses_here = [responses[i] for i in indices]
+                ended_here = [ended[i] for i in indices]
+                values[indices] = self._full_pass(member, prompt, responses_here, ended_here)
         return values
 
     def score(

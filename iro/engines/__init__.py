@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 
 from iro.config import PolicyConfig
 from iro.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
@@ -29,12 +30,42 @@ def _choose_backend(requested: str) -> str:
     return requested
 
 
+def _openai_engine(policy: PolicyConfig, model_path: str) -> Engine:
+    from transformers import AutoTokenizer
+
+    from iro.engines.openai_engine import OpenAIEngine
+
+    endpoint = policy.endpoint
+    api_key = "unused"  # a local vLLM server ignores it; the client insists on one
+    if endpoint.api_key_env:
+        api_key = os.environ.get(endpoint.api_key_env, "")
+        if not api_key:
+            raise RuntimeError(
+                f"policy.endpoint.api_key_env names {endpoint.api_key_env}, which is not set"
+            )
+    return OpenAIEngine(
+        base_url=endpoint.base_url,
+        model=endpoint.model,
+        tokenizer=AutoTokenizer.from_pretrained(
+            model_path, trust_remote_code=policy.trust_remote_code
+        ),
+        api_key=api_key,
+        prompt_as_token_ids=endpoint.prompt_as_token_ids,
+        supports_top_k=endpoint.supports_top_k,
+        timeout_s=endpoint.timeout_s,
+        max_retries=endpoint.max_retries,
+        concurrency=endpoint.concurrency,
+    )
+
+
 def get_engine(policy: PolicyConfig, cache_dir: str | None, seed: int) -> Engine:
     backend = _choose_backend(policy.engine)
     key = (backend, policy, cache_dir, seed)
     if key not in _ENGINES:
         model_path = resolve_model(policy.model, cache_dir)
-        if backend == "vllm":
+        if backend == "openai":
+            _ENGINES[key] = _openai_engine(policy, model_path)
+        elif backend == "vllm":
             from iro.engines.vllm_engine import VLLMEngine
 
             _ENGINES[key] = VLLMEngine(
