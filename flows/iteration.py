@@ -44,6 +44,7 @@ def iro_iteration(
     summary: dict[str, Any] = {
         "run_name": cfg.run_name,
         "iteration": iteration,
+        "config": cfg.model_dump(),
         "artifacts": {a.stage: str(a.path) for a in (rollout, scored, reweighted, value)},
         "reweight": reweighted.metrics,
         "value_training": value.metrics,

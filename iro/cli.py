@@ -11,9 +11,10 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
-from iro.config import ConfigError, load_config, parse_override
+from iro.config import ConfigError, load_config, parse_config, parse_override, set_dotted_key
 from iro.data import DatasetError
 from iro.models import ModelNotFoundError
 from iro.store import ArtifactError
@@ -85,6 +86,54 @@ def _cmd_iteration(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_summary(store_root: str, run: str, iteration: int | None) -> dict[str, Any]:
+    run_dir = Path(store_root) / "runs" / run
+    done = sorted(int(p.stem.split("-")[1]) for p in run_dir.glob("iteration-*.json"))
+    if not done:
+        raise ConfigError(f"run {run!r} has no finished iteration under {run_dir}")
+    k = iteration or done[-1]
+    if k not in done:
+        raise ConfigError(f"run {run!r} has not finished iteration {k} (finished: {done})")
+    return json.loads((run_dir / f"iteration-{k}.json").read_text())
+
+
+def _cmd_decode(args: argparse.Namespace) -> int:
+    """Answer prompts with the aligned policy of a run: pi_base guided by its value models."""
+    _prepare_environment()
+    import pandas as pd
+
+    from iro.decoder import decode
+
+    summary = _run_summary(args.store, args.run, args.iteration)
+    data = summary["config"]
+    for key, value in _overrides(args.set).items():
+        set_dotted_key(data, key, value)
+    cfg = parse_config(data, f"run {args.run}")
+    prompts = [args.prompt] if args.prompt else Path(args.prompts_file).read_text().splitlines()
+    prompts = [p for p in prompts if p.strip()]
+    if not prompts:
+        raise ConfigError("no prompt given (--prompt or a non-empty --prompts-file)")
+    frame = pd.DataFrame(
+        {"id": [f"cli-{i}" for i in range(len(prompts))], "prompt": prompts, "reference": None}
+    )
+    mode = args.mode or cfg.decode.mode
+    outputs = decode(
+        cfg, frame, mode, [Path(p) for p in summary["policy"]["value_models"]], cfg.seed
+    )
+    for row in outputs.itertuples():
+        print(
+            json.dumps(
+                {
+                    "prompt": row.prompt,
+                    "response": row.response,
+                    "mode": mode,
+                    "iteration": summary["iteration"],
+                }
+            )
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iro", description="Align a frozen LLM with IRO.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +153,24 @@ def build_parser() -> argparse.ArgumentParser:
     p_iter.add_argument("--iteration", type=int, required=True)
     p_iter.set_defaults(func=_cmd_iteration)
     with_config(sub.add_parser("check", help="validate a config")).set_defaults(func=_cmd_check)
+
+    p_decode = sub.add_parser("decode", help="answer prompts with a run's aligned policy")
+    p_decode.add_argument("--run", required=True, help="run name (config run_name)")
+    p_decode.add_argument("--store", default=".iro/store", help="artifact store root")
+    p_decode.add_argument(
+        "--iteration", type=int, help="use V_1..V_k of this iteration (default: latest)"
+    )
+    p_decode.add_argument(
+        "--mode",
+        choices=["chunk", "bon", "sample", "vas", "args"],
+        help="default: config decode.mode",
+    )
+    p_decode.add_argument("--prompt", help="one raw prompt (the prompt template is applied)")
+    p_decode.add_argument("--prompts-file", help="a file with one raw prompt per line")
+    p_decode.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
+    p_decode.set_defaults(func=_cmd_decode)
     return parser
 
 

@@ -113,6 +113,7 @@ class SearchConfig(Section):
     chunk_tokens: int | None = Field(8, ge=1, description="l; null means whole responses")
     selection: Literal["diversity_first", "top_w"] = "diversity_first"
     max_candidates: int = Field(256, ge=1, description="upper bound on w*k")
+    implicit_reward: ImplicitRewardConfig | None = None
 
     @model_validator(mode="after")
     def _check_budget(self) -> SearchConfig:
@@ -127,6 +128,27 @@ class SearchConfig(Section):
     def samples_per_prompt(self) -> int:
         """U = w*k, the compute measure of METHOD.md."""
         return self.beams * self.children
+
+
+class ImplicitRewardConfig(Section):
+    """CBS's implicit reward log pi_tuned - log pi_untuned, added to the search score / beta."""
+
+    tuned: str
+    untuned: str
+    beta: float = Field(1.0, gt=0)
+
+
+class DecodeConfig(Section):
+    """How `iro decode` (and evaluation of a mode) turns a prompt into one response."""
+
+    mode: Literal["chunk", "bon", "sample", "vas", "args"] = "chunk"
+    final_pick: Literal["reward", "value"] = Field(
+        "reward", description="chunk/bon: best of the final candidates by reward, or top value"
+    )
+    token_top_k: int = Field(10, ge=1, description="vas/args: candidates per token")
+    guidance_beta: float = Field(1.0, ge=0, description="vas: logit shift beta * (V - mean V)")
+    args_weight: float = Field(1.0, ge=0, description="args: logit + w * reward(prefix + token)")
+    greedy: bool = Field(False, description="vas/args: argmax instead of sampling")
 
 
 class RolloutConfig(Section):
@@ -179,6 +201,7 @@ class RunConfig(Section):
     search: SearchConfig = Field(default_factory=SearchConfig)
     reweight: ReweightConfig = Field(default_factory=ReweightConfig)
     value: ValueModelConfig = Field(default_factory=ValueModelConfig)
+    decode: DecodeConfig = Field(default_factory=DecodeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
 
@@ -194,7 +217,7 @@ def _format_validation_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _set_dotted(data: dict[str, Any], dotted_key: str, value: Any) -> None:
+def set_dotted_key(data: dict[str, Any], dotted_key: str, value: Any) -> None:
     *parents, leaf = dotted_key.split(".")
     node = data
     for part in parents:
@@ -220,7 +243,7 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     if not isinstance(data, dict):
         raise ConfigError(f"config {path} must be a mapping at the top level")
     for key, value in (overrides or {}).items():
-        _set_dotted(data, key, value)
+        set_dotted_key(data, key, value)
     return parse_config(data, str(path))
 
 

@@ -21,8 +21,9 @@ from iro.data import render_prompts
 from iro.engines import SamplingSettings, get_engine
 from iro.models import resolve_model
 from reward import WeightedSum, build_reward
+from valuefn.implicit import ImplicitRewardScorer
 from valuefn.scoring import ValueEnsemble
-from valuefn.search import SearchSettings, guided_search
+from valuefn.search import Scorer, SearchSettings, guided_search
 from valuefn.training import ValueExample, ValueTrainingArguments, train_value_model
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ def guided_settings(cfg: RunConfig) -> SearchSettings:
     )
 
 
-def load_values(cfg: RunConfig, value_dirs: Sequence[Path]) -> ValueEnsemble | None:
+def build_value_ensemble(cfg: RunConfig, value_dirs: Sequence[Path]) -> ValueEnsemble | None:
     if not value_dirs:
         return None
     return ValueEnsemble.load(
@@ -61,6 +62,28 @@ def load_values(cfg: RunConfig, value_dirs: Sequence[Path]) -> ValueEnsemble | N
         max_length=cfg.value.max_length,
         batch_size=cfg.value.score_batch_size,
     )
+
+
+def build_scorer(cfg: RunConfig, value_dirs: Sequence[Path]) -> Scorer | None:
+    """sum_i V_i / beta_i over the value models, plus CBS's implicit reward when configured."""
+    terms: list[Scorer] = []
+    values = build_value_ensemble(cfg, value_dirs)
+    if values is not None:
+        terms.append(values.score)
+    implicit = cfg.search.implicit_reward
+    if implicit is not None:
+        scorer = ImplicitRewardScorer.load(
+            resolve_model(implicit.tuned, cfg.cache_dir),
+            resolve_model(implicit.untuned, cfg.cache_dir),
+            beta=implicit.beta,
+            max_length=cfg.value.max_length,
+        )
+        terms.append(scorer.score)
+    if not terms:
+        return None
+    if len(terms) == 1:
+        return terms[0]
+    return lambda prompts, responses, ended: sum(t(prompts, responses, ended) for t in terms)
 
 
 def generate(
@@ -85,7 +108,7 @@ def generate(
             f"prompt {prompts['id'].iloc[too_long[0]]!r} has {len(prompt_ids[too_long[0]])} tokens; "
             f"policy.max_model_len - sampling.max_new_tokens allows {limit}"
         )
-    values = load_values(cfg, value_dirs)
+    scorer = build_scorer(cfg, value_dirs)
     started = time.time()
 
     def on_step(step: int, longest: int) -> None:
@@ -102,7 +125,7 @@ def generate(
         prompt_ids,
         settings,
         sampling_settings(cfg),
-        values.score if values else None,
+        scorer,
         seed=seed,
         progress=on_step,
     )

@@ -47,6 +47,15 @@ def canonical_json(data: Any) -> str:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
 
 
+def _drop_unset(data: Any) -> Any:
+    """Remove None-valued keys: a new optional setting, left unset, keeps existing ids valid."""
+    if isinstance(data, dict):
+        return {k: _drop_unset(v) for k, v in data.items() if v is not None}
+    if isinstance(data, list):
+        return [_drop_unset(v) for v in data]
+    return data
+
+
 @dataclass(frozen=True)
 class Artifact:
     stage: str
@@ -76,7 +85,7 @@ class ArtifactStore:
             {
                 "stage": stage,
                 "version": version,
-                "config": config,
+                "config": _drop_unset(config),
                 "parents": [p.id for p in parents],
             }
         )

@@ -31,7 +31,7 @@ def test_unreachable_endpoint_is_retried_then_named(tiny_tokenizer):
 
 
 def test_engine_and_endpoint_must_agree():
-    with pytest.raises(ConfigError, match="policy.endpoint is required with engine: openai"):
+    with pytest.raises(ConfigError, match=r"policy\.endpoint is required with engine: openai"):
         parse_config({"policy": {"engine": "openai"}})
     with pytest.raises(ConfigError, match="only then"):
         parse_config({"policy": {"endpoint": {"base_url": "http://x/v1", "model": "m"}}})

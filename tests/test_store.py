@@ -65,3 +65,13 @@ def test_corrupted_file_is_detected(tmp_path):
     (artifact.path / "table.parquet").write_bytes(b"garbage")
     with pytest.raises(ArtifactError, match="checksum mismatch"):
         store.find("score", artifact.id)
+
+
+def test_unset_optional_settings_do_not_change_ids(tmp_path):
+    store = ArtifactStore(tmp_path)
+    assert store.artifact_id("s", 1, {"a": 1}, []) == store.artifact_id(
+        "s", 1, {"a": 1, "new": None}, []
+    )
+    assert store.artifact_id("s", 1, {"a": 1}, []) != store.artifact_id(
+        "s", 1, {"a": 1, "new": 0}, []
+    )
