@@ -103,6 +103,7 @@ class SamplingConfig(Section):
     top_p: float = Field(1.0, gt=0, le=1)
     top_k: int = Field(50, ge=-1)
     max_new_tokens: int = Field(48, ge=1)
+    stop: list[str] | None = Field(None, description="end a response at any of these strings")
 
 
 class SearchConfig(Section):

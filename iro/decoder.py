@@ -33,7 +33,7 @@ def _search_settings(cfg: RunConfig, mode: str) -> SearchSettings:
     if mode == "chunk":
         return stages.guided_settings(cfg)
     n = cfg.search.samples_per_prompt if mode == "bon" else 1
-    return SearchSettings.best_of_n(n, cfg.sampling.max_new_tokens)
+    return stages.sample_settings(cfg, n)
 
 
 def _pick(cfg: RunConfig, mode: str, candidates: pd.DataFrame) -> pd.DataFrame:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,6 @@ from iro.config import RunConfig
 from iro.data import eval_slice, iteration_slice, load_prompts
 from iro.reweight import reweight
 from iro.store import Artifact, ArtifactStore
-from valuefn.search import SearchSettings
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,7 @@ class Pipeline:
         """Candidates from pi_{k-1}: plain samples for k = 1, the guided search after."""
         c = self.cfg
         if iteration == 1:
-            settings = SearchSettings.best_of_n(
-                c.rollout.samples_per_prompt, c.sampling.max_new_tokens
-            )
+            settings = stages.sample_settings(c, c.rollout.samples_per_prompt)
             method = {"rollout": c.rollout.model_dump()}
         else:
             settings = stages.guided_settings(c)
@@ -191,9 +189,9 @@ class Pipeline:
         c = self.cfg
         u = c.search.samples_per_prompt
         if method == "base":
-            settings = SearchSettings.best_of_n(1, c.sampling.max_new_tokens)
+            settings = stages.sample_settings(c, 1)
         elif method == "bon":
-            settings = SearchSettings.best_of_n(u, c.sampling.max_new_tokens)
+            settings = stages.sample_settings(c, u)
         elif method == "iro":
             if not values:
                 raise ValueError("evaluating IRO needs at least one value model")
@@ -205,7 +203,8 @@ class Pipeline:
             "data": c.data.model_dump(exclude={"prompts_per_iteration", "train_split"}),
             "reward": c.reward.model_dump(exclude={"batch_size"}),
             "method": method,
-            "settings": settings.__dict__,
+            # stop strings are already in the sampling slice
+            "settings": {k: v for k, v in asdict(settings).items() if k != "stop_strings"},
         }
         if method == "iro":
             config["value"] = self._value_inference_slice()

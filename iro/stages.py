@@ -50,7 +50,13 @@ def guided_settings(cfg: RunConfig) -> SearchSettings:
         chunk_tokens=cfg.search.chunk_tokens,
         max_new_tokens=cfg.sampling.max_new_tokens,
         selection=cfg.search.selection,
+        stop_strings=tuple(cfg.sampling.stop or ()),
     )
+
+
+def sample_settings(cfg: RunConfig, n: int) -> SearchSettings:
+    """n independent whole responses: best-of-n (n > 1) or plain sampling (n = 1)."""
+    return SearchSettings.best_of_n(n, cfg.sampling.max_new_tokens, tuple(cfg.sampling.stop or ()))
 
 
 def build_value_ensemble(cfg: RunConfig, value_dirs: Sequence[Path]) -> ValueEnsemble | None:

@@ -35,3 +35,47 @@ def test_engine_and_endpoint_must_agree():
         parse_config({"policy": {"engine": "openai"}})
     with pytest.raises(ConfigError, match="only then"):
         parse_config({"policy": {"endpoint": {"base_url": "http://x/v1", "model": "m"}}})
+
+
+@pytest.mark.slow
+def test_endpoint_search_equals_in_process_vllm(openai_server, monkeypatch):
+    """The same seeds give the same samples through a `vllm serve` endpoint as in-process, so a
+    run's results do not depend on where the frozen policy is served; EOS is handled alike."""
+    from iro.config import PolicyConfig, RunConfig
+    from iro.engines import get_engine
+    from iro.stages import policy_tokenizer
+    from valuefn.search import SearchSettings, guided_search
+
+    monkeypatch.setenv("IRO_TEST_ENDPOINT_KEY", openai_server.api_key)
+    endpoint_policy = PolicyConfig(
+        engine="openai",
+        endpoint={
+            "base_url": openai_server.base_url,
+            "model": openai_server.model,
+            "api_key_env": "IRO_TEST_ENDPOINT_KEY",
+        },
+    )
+    remote = get_engine(endpoint_policy, None, seed=0)
+    local = get_engine(PolicyConfig(engine="vllm"), None, seed=0)
+    tokenizer = policy_tokenizer(RunConfig())
+    texts = [
+        tokenizer.apply_chat_template(
+            [{"role": "user", "content": f"Describe {w} in one sentence."}],
+            add_generation_prompt=True,
+            tokenize=False,
+        )
+        for w in ("rain", "a library", "bread")
+    ]
+    ids = [tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+    sampling = SamplingSettings(temperature=0.8, top_p=0.95, top_k=50)
+    for settings in (SearchSettings.best_of_n(3, 32), SearchSettings(2, 2, 6, 24)):
+        pools = [
+            guided_search(e, tokenizer, texts, ids, settings, sampling, None, seed=4)
+            for e in (remote, local)
+        ]
+        assert [[c.text for c in pool] for pool in pools[0]] == [
+            [c.text for c in pool] for pool in pools[1]
+        ]
+        assert [[c.ended for c in pool] for pool in pools[0]] == [
+            [c.ended for c in pool] for pool in pools[1]
+        ]

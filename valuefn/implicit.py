@@ -16,9 +16,19 @@ from valuefn.encoding import encode_pair
 
 
 class ImplicitRewardScorer:
-    def __init__(self, tuned, untuned, tokenizer, beta: float = 1.0, max_length: int = 1024, batch_size: int = 8):
+    def __init__(
+        self,
+        tuned,
+        untuned,
+        tokenizer,
+        beta: float = 1.0,
+        max_length: int = 1024,
+        batch_size: int = 8,
+    ):
         if tuned.config.vocab_size != untuned.config.vocab_size:
-            raise ValueError("the tuned and untuned models of an implicit reward must share a vocabulary")
+            raise ValueError(
+                "the tuned and untuned models of an implicit reward must share a vocabulary"
+            )
         self.tuned, self.untuned = tuned.eval(), untuned.eval()
         self.tokenizer = tokenizer
         self.beta = beta
@@ -37,8 +47,12 @@ class ImplicitRewardScorer:
         )
 
     @staticmethod
-    def _response_logprob(model, ids: torch.Tensor, mask: torch.Tensor, starts: Sequence[int]) -> torch.Tensor:
-        logprobs = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), dim=-1)
+    def _response_logprob(
+        model, ids: torch.Tensor, mask: torch.Tensor, starts: Sequence[int]
+    ) -> torch.Tensor:
+        logprobs = torch.log_softmax(
+            model(input_ids=ids, attention_mask=mask).logits[:, :-1].float(), dim=-1
+        )
         token_logprobs = logprobs.gather(-1, ids[:, 1:, None])[..., 0]
         positions = torch.arange(ids.shape[1] - 1)[None, :]
         # token t+1 is predicted at position t; count response tokens only
@@ -46,13 +60,18 @@ class ImplicitRewardScorer:
         return (token_logprobs * in_response).sum(dim=1)
 
     @torch.no_grad()
-    def score(self, prompts: Sequence[str], responses: Sequence[str], ended: Sequence[bool]) -> np.ndarray:
+    def score(
+        self, prompts: Sequence[str], responses: Sequence[str], ended: Sequence[bool]
+    ) -> np.ndarray:
         """(log pi_tuned - log pi_untuned)(response | prompt) / beta for each candidate."""
         out = np.empty(len(responses))
         pad = self.tokenizer.pad_token_id or 0
         for start in range(0, len(responses), self.batch_size):
             rows = range(start, min(start + self.batch_size, len(responses)))
-            pairs = [encode_pair(self.tokenizer, prompts[i], responses[i], ended[i], self.max_length) for i in rows]
+            pairs = [
+                encode_pair(self.tokenizer, prompts[i], responses[i], ended[i], self.max_length)
+                for i in rows
+            ]
             width = max(len(p.input_ids) for p in pairs)
             ids = torch.full((len(pairs), width), pad, dtype=torch.long)
             mask = torch.zeros_like(ids)

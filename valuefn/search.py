@@ -4,7 +4,8 @@ Per prompt: the empty response expands into w*k samples of up to l tokens; the w
 sum_i V_i / beta_i survive, each spawns k continuations of l tokens, and so on until every
 surviving beam has finished or max_new_tokens is reached. Finished beams are carried along and
 compete with the new children. Best-of-N is the special case w=1, k=N, l=None, and plain sampling
-is w=k=1, l=None: both run through this same code.
+is w=k=1, l=None: both run through this same code. Stop strings end a candidate at the same place
+whatever the engine.
 
 All prompts' beams of one step go to the engine in a single batched call.
 """
@@ -32,6 +33,7 @@ class SearchSettings:
     chunk_tokens: int | None  # l; None: continue to the end in one step
     max_new_tokens: int
     selection: str = "diversity_first"
+    stop_strings: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.beams < 1 or self.children < 1:
@@ -42,8 +44,16 @@ class SearchSettings:
             raise ValueError(f"unknown selection rule {self.selection!r}")
 
     @classmethod
-    def best_of_n(cls, n: int, max_new_tokens: int) -> SearchSettings:
-        return cls(beams=1, children=n, chunk_tokens=None, max_new_tokens=max_new_tokens)
+    def best_of_n(
+        cls, n: int, max_new_tokens: int, stop_strings: tuple[str, ...] = ()
+    ) -> SearchSettings:
+        return cls(
+            beams=1,
+            children=n,
+            chunk_tokens=None,
+            max_new_tokens=max_new_tokens,
+            stop_strings=stop_strings,
+        )
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,15 @@ def select_diversity_first(candidates: Sequence[Candidate], w: int) -> list[int]
 
 
 SELECTION_RULES = {"diversity_first": select_diversity_first, "top_w": select_top_w}
+
+
+def _apply_stop_strings(text: str, ended: bool, stop_strings: tuple[str, ...]) -> tuple[str, bool]:
+    """Cut the text at the first stop string and end the candidate there.
+
+    Done here rather than by each engine, so that every engine stops in exactly the same place.
+    """
+    cuts = [i for i in (text.find(s) for s in stop_strings) if i >= 0]
+    return (text[: min(cuts)], True) if cuts else (text, ended)
 
 
 def _request_seed(seed: int, prompt_index: int, step: int, beam_index: int) -> int:
@@ -129,7 +148,8 @@ def guided_search(
             for c in continuations:
                 ids = beam.response_ids + c.token_ids
                 text = tokenizer.decode(ids, skip_special_tokens=True)
-                new[p].append(Candidate(ids, text, c.ended))
+                text, ended = _apply_stop_strings(text, c.ended, settings.stop_strings)
+                new[p].append(Candidate(ids, text, ended))
         if scorer is not None:
             flat = [(p, i) for p in range(n_prompts) for i in range(len(new[p]))]
             scores = scorer(

@@ -1,0 +1,90 @@
+"""Every decode mode through one interface, on a tiny policy and value model (transformers engine)."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from iro.cli import main
+from iro.config import parse_config
+from iro.decoder import MODES, decode
+from valuefn.model import TokenValueModel
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_lm, tiny_tokenizer, tmp_path_factory):
+    """A finished-looking run: its summary names a tiny policy and one tiny value model."""
+    root = tmp_path_factory.mktemp("store")
+    torch.manual_seed(0)
+    value_dir = root / "v1"
+    TokenValueModel.from_causal_lm(str(tiny_lm)).save(value_dir, tiny_tokenizer)
+    cfg = parse_config(
+        {
+            "run_name": "tiny",
+            "policy": {"model": str(tiny_lm), "engine": "hf"},
+            "data": {"use_chat_template": False, "prompt_template": "{prompt}"},
+            "reward": {
+                "components": [
+                    {"type": "length_penalty", "options": {"target_words": 2, "per_word": 0.1}}
+                ]
+            },
+            "sampling": {"max_new_tokens": 6, "temperature": 1.0, "top_k": 0},
+            "search": {"beams": 2, "children": 2, "chunk_tokens": 2},
+            "value": {"max_length": 64},
+            "decode": {"token_top_k": 5},
+        }
+    )
+    run_dir = root / "runs" / "tiny"
+    run_dir.mkdir(parents=True)
+    summary = {
+        "iteration": 1,
+        "config": cfg.model_dump(),
+        "policy": {"value_models": [str(value_dir)]},
+    }
+    (run_dir / "iteration-1.json").write_text(json.dumps(summary))
+    return root, cfg, value_dir
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_answers_every_prompt(tiny_run, mode):
+    _, cfg, value_dir = tiny_run
+    prompts = pd.DataFrame(
+        {"id": ["a", "b"], "prompt": ["the list of data", "a file"], "reference": None}
+    )
+    out = decode(cfg, prompts, mode, [value_dir], seed=1)
+    assert out["prompt_id"].tolist() == ["a", "b"]
+    assert (out["num_tokens"] <= 6).all() and out["response"].map(type).eq(str).all()
+    again = decode(cfg, prompts, mode, [value_dir], seed=1)
+    assert again["response"].tolist() == out["response"].tolist()  # seeded
+
+
+def test_vas_without_value_models_is_an_error(tiny_run):
+    _, cfg, _ = tiny_run
+    prompts = pd.DataFrame({"id": ["a"], "prompt": ["x"], "reference": None})
+    with pytest.raises(ValueError, match="needs at least one value model"):
+        decode(cfg, prompts, "vas", [], seed=0)
+
+
+def test_cli_decode_uses_the_runs_value_models(tiny_run, capsys):
+    root, _, _ = tiny_run
+    assert (
+        main(
+            [
+                "decode",
+                "--run",
+                "tiny",
+                "--store",
+                str(root),
+                "--prompt",
+                "the document",
+                "--mode",
+                "vas",
+            ]
+        )
+        == 0
+    )
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["mode"] == "vas" and line["iteration"] == 1 and isinstance(line["response"], str)
+    assert main(["decode", "--run", "nope", "--store", str(root), "--prompt", "x"]) == 2
+    assert "has no finished iteration" in capsys.readouterr().err
