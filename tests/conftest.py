@@ -7,7 +7,42 @@ from pathlib import Path
 import pytest
 import torch
 
-WORDS = ["the", "a", "of", "to", "and", "in", "is", "it", "that", "for", "on", "with", "as", "this", "by", "summary", "returns", "return", "value", "list", "object", "string", "file", "path", "data", "name", "new", "one", "short", "sentence", "document", "function", "class", "method"]
+WORDS = [
+    "the",
+    "a",
+    "of",
+    "to",
+    "and",
+    "in",
+    "is",
+    "it",
+    "that",
+    "for",
+    "on",
+    "with",
+    "as",
+    "this",
+    "by",
+    "summary",
+    "returns",
+    "return",
+    "value",
+    "list",
+    "object",
+    "string",
+    "file",
+    "path",
+    "data",
+    "name",
+    "new",
+    "one",
+    "short",
+    "sentence",
+    "document",
+    "function",
+    "class",
+    "method",
+]
 
 
 def make_tokenizer():
