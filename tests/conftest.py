@@ -7,42 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-WORDS = [
-    "the",
-    "a",
-    "of",
-    "to",
-    "and",
-    "in",
-    "is",
-    "it",
-    "that",
-    "for",
-    "on",
-    "with",
-    "as",
-    "this",
-    "by",
-    "summary",
-    "returns",
-    "return",
-    "value",
-    "list",
-    "object",
-    "string",
-    "file",
-    "path",
-    "data",
-    "name",
-    "new",
-    "one",
-    "short",
-    "sentence",
-    "document",
-    "function",
-    "class",
-    "method",
-]
+pytest_plugins = ["tests.vllm_server"]  # the session's OpenAI-compatible server
+
+WORDS = ["the", "a", "of", "to", "and", "in", "is", "it", "that", "for", "on", "with", "as", "this", "by", "summary", "returns", "return", "value", "list", "object", "string", "file", "path", "data", "name", "new", "one", "short", "sentence", "document", "function", "class", "method"]
 
 
 def make_tokenizer():
