@@ -51,7 +51,7 @@ Select the output, (a) or (b), that better follows the instruction. Answer with 
 
 @dataclass(frozen=True)
 class AlpacaEvalResult:
-    metric: str  # "length_controlled_win_rate" or "win_rate"
+    metric: str  # "length_controlled_winrate" or "win_rate" (alpaca-eval's names)
     value: float | None  # percent, as alpaca-eval reports it
     win_rate: float | None
     standard_error: float | None
@@ -72,12 +72,12 @@ def to_alpaca_records(
 
 
 def annotator_config(model: str, max_tokens: int, client_config_path: str | None) -> dict:
-    kwargs = {"model_name": model, "max_tokens": max_tokens, "temperature": 0, "is_chat": True}
+    kwargs = {"model_name": model, "max_tokens": max_tokens, "temperature": 0, "requires_chatml": True}
     if client_config_path is not None:
         kwargs["client_config_path"] = client_config_path
     return {
         ANNOTATOR_NAME: {
-            "prompt_template": "prompt.txt",
+            "prompt_template": f"{ANNOTATOR_NAME}/prompt.txt",  # relative to its parent
             "fn_completions": "openai_completions",
             "completions_kwargs": kwargs,
             "fn_completion_parser": "regex_parser",
@@ -149,8 +149,9 @@ def run_alpaca_eval(
     reference_records = to_alpaca_records(instructions, baseline_outputs, baseline)
     atomic_write_json(out / "model_outputs.json", model_records)
     atomic_write_json(out / "reference_outputs.json", reference_records)
-    write_annotator(out / "annotator", annotator_config(model, max_tokens, None))
+    write_annotator(out / ANNOTATOR_NAME, annotator_config(model, max_tokens, None))
     lc_valid, reason = length_controlled_validity(instructions)
+    metric = "length_controlled_winrate" if lc_valid else "win_rate"
     with tempfile.TemporaryDirectory(prefix="iro-alpaca-") as private:
         private_dir = Path(private)
         client_path = _write_client_config(private_dir, api_key, base_url)
@@ -167,14 +168,15 @@ def run_alpaca_eval(
             is_return_instead_of_print=True,
             fn_metric="get_length_controlled_winrate" if lc_valid else "get_winrate",
             is_cache_leaderboard=False,
+            sort_by=metric,
         )
     annotations = pd.DataFrame(annotations)
     annotations.drop(columns=["raw_completion"], errors="ignore").to_json(
         out / "annotations.json", orient="records", indent=2
     )
     row = leaderboard.loc[method].to_dict()
-    failures = int(annotations["preference"].isna().sum()) if "preference" in annotations else 0
-    metric = "length_controlled_win_rate" if lc_valid else "win_rate"
+    # alpaca-eval drops annotations it could not parse: whatever is not counted failed
+    failures = len(instructions) - int(row.get("n_total", 0))
     return AlpacaEvalResult(
         metric=metric,
         value=_number(row.get(metric)),
