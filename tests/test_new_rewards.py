@@ -14,14 +14,14 @@ from reward.llm_judge import LLMJudgeReward, parse_rating
 from reward.openai_client import MissingAPIKeyError
 from tests.conftest import make_tokenizer
 
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}"
-)
+CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}"
 
 
 def test_vader_sentiment_orders_texts():
     reward = build_reward([("sentiment", 1.0, {})])
-    scores = reward.score(["p"] * 3, ["I love this, it is great!", "It is a file.", "Awful, I hate it."])
+    scores = reward.score(
+        ["p"] * 3, ["I love this, it is great!", "It is a file.", "Awful, I hate it."]
+    )
     assert scores[0] > 0.5 and scores[1] == 0.0 and scores[2] < -0.5
 
 
@@ -86,7 +86,9 @@ def test_tldr_reward_model_reads_last_token_minus_bias(tmp_path):
         json.dumps({"base_config": config.to_dict(), "hidden_size": 32, "bias": 0.25})
     )
     tokenizer.save_pretrained(directory)
-    reward = build_reward([("tldr_reward_model", 1.0, {"model": str(directory), "template": "{prompt} {response}"})])
+    reward = build_reward(
+        [("tldr_reward_model", 1.0, {"model": str(directory), "template": "{prompt} {response}"})]
+    )
     scores = reward.score(["the document", "a file"], ["returns the value of the list", "one"])
     with torch.no_grad():
         ids = tokenizer("a file one", return_tensors="pt")

@@ -19,14 +19,20 @@ def _judge(server, **extra) -> JudgeConfig:
 
 
 def _files_text(root) -> str:
-    return "\n".join(p.read_text(errors="replace") for p in root.rglob("*") if p.is_file() and p.suffix != ".parquet")
+    return "\n".join(
+        p.read_text(errors="replace")
+        for p in root.rglob("*")
+        if p.is_file() and p.suffix != ".parquet"
+    )
 
 
 def test_judge_report_parses_and_never_leaks_the_key(openai_server, tmp_path, caplog):
     caplog.set_level(logging.DEBUG)
     store = make_run(tmp_path / "store")
     cfg = ReportConfig(
-        baseline="base", pairwise_judge="summary", judge=_judge(openai_server, constrain_format=True)
+        baseline="base",
+        pairwise_judge="summary",
+        judge=_judge(openai_server, constrain_format=True),
     )
     report = build_report(store, "demo", cfg, api_key=openai_server.api_key)
     row = report.table().set_index("kind").loc["judge"]

@@ -47,7 +47,7 @@ def test_reward_outcomes_compare_per_prompt():
     ("answer", "expected"),
     [
         ("Comparison: A is shorter.\nPreferred: A", "A"),
-        ("Comparison: x\n**Preferred:** \"B\"", "B"),
+        ('Comparison: x\n**Preferred:** "B"', "B"),
         ("preferred: b", "B"),
         ("Preferred: A\nPreferred: B", None),  # contradictory
         ("A: A\nB: B", None),

@@ -72,7 +72,12 @@ def to_alpaca_records(
 
 
 def annotator_config(model: str, max_tokens: int, client_config_path: str | None) -> dict:
-    kwargs = {"model_name": model, "max_tokens": max_tokens, "temperature": 0, "requires_chatml": True}
+    kwargs = {
+        "model_name": model,
+        "max_tokens": max_tokens,
+        "temperature": 0,
+        "requires_chatml": True,
+    }
     if client_config_path is not None:
         kwargs["client_config_path"] = client_config_path
     return {
