@@ -3,6 +3,7 @@
 iro run configs/demo.yaml [--set search.beams=4 ...]   the whole pipeline, in-process
 iro iteration configs/demo.yaml --iteration 2            one iteration (needs 1..k-1 done)
 iro check configs/demo.yaml                              validate a config, print it resolved
+iro report [--run RUN] [--config configs/demo.yaml]      win-rate report (default: latest run)
 """
 
 from __future__ import annotations
@@ -17,11 +18,14 @@ from typing import Any
 from iro.config import ConfigError, load_config, parse_config, parse_override, set_dotted_key
 from iro.data import DatasetError
 from iro.models import ModelNotFoundError
+from iro.reports.run import ReportError
 from iro.store import ArtifactError
 from reward.base import RewardError
+from reward.openai_client import MissingAPIKeyError
 
 # Problems with the user's inputs: reported in one line, without a traceback.
 USER_ERRORS = (ConfigError, DatasetError, ModelNotFoundError, ArtifactError, RewardError)
+USER_ERRORS += (ReportError, MissingAPIKeyError)
 
 LIBRARY_LOGGERS = "iro,valuefn,reward,tasks,flows"
 
@@ -134,6 +138,18 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_report(args: argparse.Namespace) -> int:
+    if args.config:
+        load_config(args.config, _overrides(args.set))
+    _prepare_environment()
+    from flows.report import winrate_report
+
+    result = winrate_report(run=args.run, config=args.config, overrides=_overrides(args.set))
+    print(Path(result["artifact"], "summary.md").read_text())
+    print(f"report artifact: {result['artifact']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iro", description="Align a frozen LLM with IRO.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -171,6 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
     )
     p_decode.set_defaults(func=_cmd_decode)
+    p_report = sub.add_parser("report", help="win-rate report of a run (default: the latest)")
+    p_report.add_argument("--run", default=None, help="run name; default: the latest run")
+    p_report.add_argument("--config", default=None, help="YAML config with a report section")
+    p_report.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p_report.set_defaults(func=_cmd_report)
     return parser
 
 

@@ -82,7 +82,14 @@ class DataConfig(Section):
 
 
 class RewardComponent(Section):
-    type: Literal["embedding_similarity", "length_penalty"]
+    type: Literal[
+        "embedding_similarity",
+        "length_penalty",
+        "hf_classifier",
+        "tldr_reward_model",
+        "sentiment",
+        "llm_judge",
+    ]
     weight: float = 1.0
     options: dict[str, Any] = Field(default_factory=dict)
 
@@ -189,6 +196,33 @@ class StoreConfig(Section):
     root: str = ".iro/store"
 
 
+class JudgeConfig(Section):
+    """An OpenAI-compatible judge; its key comes from the environment or a Prefect Secret."""
+
+    model: str = "gpt-4o-mini"
+    base_url: str | None = Field(None, description="null: the OpenAI API; else any compatible URL")
+    api_key_env: str = "OPENAI_API_KEY"
+    api_key_secret: str | None = Field(None, description="Prefect Secret block holding the key")
+    max_tokens: int = Field(256, ge=1)
+    max_retries: int = Field(3, ge=0)
+    concurrency: int = Field(4, ge=1)
+    constrain_format: bool = Field(
+        False, description="vLLM servers: force the verdict format (structured outputs)"
+    )
+
+
+class ReportConfig(Section):
+    """Win-rate reports of a run's evaluation outputs against one baseline (`iro report`)."""
+
+    baseline: str = Field("reference", description="reference, or a method: base, bon-4, iro-iter1")
+    methods: list[str] | None = Field(None, description="null: every evaluated method")
+    reward_winrate: bool = True
+    pairwise_judge: Literal["summary", "dialogue"] | None = Field(None, description="null: off")
+    alpaca_eval: bool = False
+    max_prompts: int | None = Field(None, ge=1, description="judge only the first N (cost cap)")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
+
+
 class RunConfig(Section):
     run_name: str = Field("default", pattern=r"^[a-z0-9][a-z0-9-]*$")
     seed: int = 0
@@ -205,6 +239,7 @@ class RunConfig(Section):
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

@@ -5,13 +5,21 @@ from __future__ import annotations
 from reward.base import Reward, RewardError, check_scores
 from reward.composite import WeightedSum
 from reward.embedding import EmbeddingSimilarity
+from reward.hf_classifier import SequenceClassifierReward
 from reward.length import LengthPenalty
+from reward.llm_judge import LLMJudgeReward
+from reward.sentiment import Sentiment
+from reward.tldr import TLDRRewardModel
 
 __all__ = [
     "EmbeddingSimilarity",
+    "LLMJudgeReward",
     "LengthPenalty",
     "Reward",
     "RewardError",
+    "Sentiment",
+    "SequenceClassifierReward",
+    "TLDRRewardModel",
     "WeightedSum",
     "build_reward",
     "check_scores",
@@ -20,6 +28,10 @@ __all__ = [
 REWARD_TYPES: dict[str, type[Reward]] = {
     "embedding_similarity": EmbeddingSimilarity,
     "length_penalty": LengthPenalty,
+    "hf_classifier": SequenceClassifierReward,
+    "tldr_reward_model": TLDRRewardModel,
+    "sentiment": Sentiment,
+    "llm_judge": LLMJudgeReward,
 }
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytest_plugins = ["tests.vllm_server"]  # the session's OpenAI-compatible server
+
 WORDS = [
     "the",
     "a",

@@ -183,11 +183,17 @@ def test_bad_settings_are_rejected():
 def test_stop_strings_end_candidates_at_the_same_place_on_any_engine(tiny_tokenizer):
     engine = ScriptedEngine()
     stop = tiny_tokenizer.decode([9])  # a word the scripted engine emits now and then
-    settings = SearchSettings(beams=2, children=2, chunk_tokens=3, max_new_tokens=12, stop_strings=(stop,))
-    pools = guided_search(engine, tiny_tokenizer, ["p"], [[4]], settings, SamplingSettings(), length_scorer, seed=2)
+    settings = SearchSettings(
+        beams=2, children=2, chunk_tokens=3, max_new_tokens=12, stop_strings=(stop,)
+    )
+    pools = guided_search(
+        engine, tiny_tokenizer, ["p"], [[4]], settings, SamplingSettings(), length_scorer, seed=2
+    )
     for candidate in pools[0]:
         assert stop not in candidate.text
     stopped = [
-        tuple(r.prefix_ids[1:]) for r in engine.requests if stop in tiny_tokenizer.decode(list(r.prefix_ids[1:]))
+        tuple(r.prefix_ids[1:])
+        for r in engine.requests
+        if stop in tiny_tokenizer.decode(list(r.prefix_ids[1:]))
     ]
     assert not stopped  # a candidate that hit a stop string is never continued

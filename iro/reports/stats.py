@@ -1,0 +1,69 @@
+"""Win rates with a 95% confidence interval, from per-prompt outcomes.
+
+An outcome is +1 (method wins), 0 (tie) or -1 (baseline wins); a tie counts half a win. The
+interval is Wilson's score interval on that rate: unlike the normal approximation it stays
+inside [0, 1] and does not collapse to a point when every pair goes one way on a few prompts.
+Failures are counted beside the rate and never enter it: with no valid outcome there is no rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+Z_95 = 1.959963984540054
+
+
+@dataclass(frozen=True)
+class WinRate:
+    wins: int
+    ties: int
+    losses: int
+    failures: int
+    win_rate: float | None  # None when no outcome was valid
+    ci_low: float | None
+    ci_high: float | None
+
+    @property
+    def valid(self) -> int:
+        return self.wins + self.ties + self.losses
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "valid": self.valid}
+
+
+def wilson_interval(rate: float, n: int, z: float = Z_95) -> tuple[float, float]:
+    if n <= 0:
+        raise ValueError("a confidence interval needs at least one outcome")
+    denominator = 1 + z * z / n
+    centre = (rate + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarize(outcomes: Iterable[int | None]) -> WinRate:
+    """Outcomes are +1, 0, -1, or None for a failure (an unparsable or failed judgement)."""
+    counts = {1: 0, 0: 0, -1: 0, None: 0}
+    for outcome in outcomes:
+        if outcome not in counts:
+            raise ValueError(f"an outcome must be +1, 0, -1 or None, got {outcome!r}")
+        counts[outcome] += 1
+    valid = counts[1] + counts[0] + counts[-1]
+    if valid == 0:
+        return WinRate(0, 0, 0, counts[None], None, None, None)
+    rate = (counts[1] + 0.5 * counts[0]) / valid
+    low, high = wilson_interval(rate, valid)
+    return WinRate(counts[1], counts[0], counts[-1], counts[None], rate, low, high)
+
+
+def reward_outcomes(method: np.ndarray, baseline: np.ndarray) -> list[int]:
+    """Per-prompt sign of reward(method) - reward(baseline): P(method > baseline), ties half."""
+    method, baseline = np.asarray(method, float), np.asarray(baseline, float)
+    if method.shape != baseline.shape:
+        raise ValueError(f"{method.shape} method rewards but {baseline.shape} baseline rewards")
+    if not (np.isfinite(method).all() and np.isfinite(baseline).all()):
+        raise ValueError("reward win rate needs finite rewards on both sides")
+    return np.sign(method - baseline).astype(int).tolist()
