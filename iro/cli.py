@@ -3,6 +3,7 @@
 iro run configs/demo.yaml [--set search.beams=4 ...]   the whole pipeline, in-process
 iro iteration configs/demo.yaml --iteration 2            one iteration (needs 1..k-1 done)
 iro check configs/demo.yaml                              validate a config, print it resolved
+iro server start / iro serve                             operate through a Prefect server
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import sys
 from typing import Any
 
+from iro import server
 from iro.config import ConfigError, load_config, parse_override
 from iro.data import DatasetError
 from iro.models import ModelNotFoundError
@@ -104,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_iter.add_argument("--iteration", type=int, required=True)
     p_iter.set_defaults(func=_cmd_iteration)
     with_config(sub.add_parser("check", help="validate a config")).set_defaults(func=_cmd_check)
+    server.add_commands(sub)  # iro server start, iro serve
     return parser
 
 
