@@ -4,10 +4,12 @@ fields and the server rejects a bad value (`prefect deployment run` validates ag
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Annotated, Any
 
 from prefect.runtime import flow_run
+from prefect.settings import PREFECT_LOGGING_EXTRA_LOGGERS
 from pydantic import Field
 
 from iro.config import RunConfig, load_config
@@ -23,7 +25,16 @@ Iteration = Annotated[int, Field(ge=1)]
 
 
 def run_config(config: str, run_name: str | None, overrides: dict[str, Any] | None) -> RunConfig:
-    """The config a flow works on: the file, its overrides, then the run name if one is given."""
+    """The config a flow works on: the file, its overrides, then the run name if one is given.
+
+    Also lets the library's INFO lines (stage starts, "reusing", throughput) through: Prefect
+    attaches its API handler to PREFECT_LOGGING_EXTRA_LOGGERS but leaves their level at the root's
+    WARNING, and a served flow run is a fresh process that `iro`'s CLI never configured.
+    """
+    for name in PREFECT_LOGGING_EXTRA_LOGGERS.value() or []:
+        library_logger = logging.getLogger(name)
+        if library_logger.level == logging.NOTSET:
+            library_logger.setLevel(logging.INFO)
     merged = dict(overrides or {})
     if run_name:
         merged["run_name"] = run_name

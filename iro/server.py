@@ -97,7 +97,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     os.environ.setdefault("PREFECT_HOME", str(prefect_home()))
     os.environ["PREFECT_API_URL"] = args.api_url or os.environ.get("PREFECT_API_URL") or api_url()
     check_server(os.environ["PREFECT_API_URL"])
-    _prepare_environment()  # served flow runs inherit it: library logs reach the UI
+    # served flow runs inherit this environment: library logs reach the UI
+    os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
+    _prepare_environment()
     from flows.deployments import serve_deployments
 
     serve_deployments(args.config, args.report_cron, args.pause_report, args.limit)
