@@ -37,9 +37,19 @@ def prefect_home() -> Path:
     return Path(os.environ.get("PREFECT_HOME", DEFAULT_HOME)).expanduser().resolve()
 
 
-def server_environment(database_url: str | None) -> dict[str, str]:
-    """The server's environment: the project's PREFECT_HOME, and the database URL if given."""
-    env = {**os.environ, "PREFECT_HOME": str(prefect_home())}
+def server_environment(host: str, port: int, database_url: str | None) -> dict[str, str]:
+    """The server's environment: the project's PREFECT_HOME, and the database URL if given.
+
+    The UI finds the API through PREFECT_UI_API_URL, which otherwise assumes port 4200 whatever
+    `--port` says: the browser would show "Can't connect to Server API".
+    """
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(prefect_home()),
+        "PREFECT_SERVER_API_HOST": host,
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_UI_API_URL": api_url(host, port),
+    }
     env.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     if database_url:
         env[DATABASE_URL_VAR] = database_url
@@ -65,7 +75,7 @@ def server_command(host: str, port: int) -> list[str]:
 
 def start_server(host: str, port: int, database_url: str | None) -> NoReturn:
     """Replace this process by the Prefect server, so signals (Ctrl-C, kill) reach it directly."""
-    env = server_environment(database_url)
+    env = server_environment(host, port, database_url)
     Path(env["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
     print(f"Prefect server: UI http://{host}:{port}, database {database_description(env)}")
     print(f"  in other shells: export PREFECT_API_URL={api_url(host, port)}", flush=True)
