@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 REQS := $(wildcard requirements/*.txt) pyproject.toml
 
-.PHONY: install demo test test-fast lint format clean-store
+.PHONY: install ui-deps demo test test-fast lint format clean-store
 
 install: $(STAMP)
 
@@ -24,7 +24,11 @@ $(STAMP): $(REQS)
 demo: install
 	$(VENV)/bin/iro run configs/demo.yaml
 
-test: install
+# headless Chromium for the Prefect UI test (Debian package); a no-op once installed
+ui-deps:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: install ui-deps
 	$(PY) -m pytest tests
 
 test-fast: install

@@ -5,36 +5,54 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
 
-from iro.config import load_config
+from flows.params import (
+    DEFAULT_CONFIG,
+    ConfigPath,
+    Iteration,
+    Overrides,
+    RunName,
+    flow_run_namer,
+    run_config,
+)
 from iro.pipeline import Pipeline
 from iro.report import eval_row
 from tasks.stages import evaluate_task, reweight_task, rollout_task, score_task, train_value_task
 
 
-def _run_name() -> str:
-    params = flow_run.parameters
-    cfg = load_config(params["config"], params.get("overrides"))
-    return f"{cfg.run_name}-iter-{params['iteration']}"
-
-
-@flow(name="iro-iteration", flow_run_name=_run_name)
+@flow(name="iro-iteration", flow_run_name=flow_run_namer("iter-{iteration}"))
 def iro_iteration(
-    config: str = "configs/demo.yaml", iteration: int = 1, overrides: dict[str, Any] | None = None
+    config: ConfigPath = DEFAULT_CONFIG,
+    iteration: Iteration = 1,
+    run_name: RunName = None,
+    overrides: Overrides = None,
 ) -> dict[str, Any]:
     """Run iteration `iteration` of the run that `config` (plus dotted-key `overrides`) names.
 
     V_1..V_{k-1} are read from the artifact store; if iteration k-1 has not finished with this
-    config, this fails naming the missing artifact rather than recomputing it.
+    config, this fails naming the missing artifact rather than recomputing it. Work on one run is
+    serialised by the store's run lock (so iteration k started while k-1 is still running waits
+    for it); different runs proceed in parallel.
+
+    Args:
+        config: YAML run config; a relative path is read from the serving process's directory.
+        iteration: k; iterations 1..k-1 of this run must have finished (or be running).
+        run_name: names the run (store index, artifact keys); empty keeps the config's run_name.
+        overrides: dotted config keys to override, e.g. {"search.beams": 4}.
     """
-    logger = get_run_logger()
-    cfg = load_config(config, overrides)
+    cfg = run_config(config, run_name, overrides)
     if not 1 <= iteration <= cfg.iterations:
         raise ValueError(
             f"iteration must be in 1..{cfg.iterations} (config iterations), got {iteration}"
         )
     pipeline = Pipeline(cfg)
+    with pipeline.store.run_lock(cfg.run_name):
+        return _iteration(pipeline, iteration)
+
+
+def _iteration(pipeline: Pipeline, iteration: int) -> dict[str, Any]:
+    logger = get_run_logger()
+    cfg = pipeline.cfg
     values = pipeline.value_chain(iteration - 1)
 
     rollout = rollout_task(pipeline, iteration, values)

@@ -7,33 +7,38 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
+from flows.baselines import iro_baselines
 from flows.iteration import iro_iteration
-from iro.config import load_config
+from flows.params import DEFAULT_CONFIG, ConfigPath, Overrides, RunName, flow_run_namer, run_config
 from iro.pipeline import Pipeline
-from iro.report import EvalRow, eval_row, format_markdown, format_table, rows_as_dicts
+from iro.report import EvalRow, format_markdown, format_table, rows_as_dicts
 from tasks.publish import artifact_key
-from tasks.stages import evaluate_task
 
 
-@flow(name="iro-pipeline")
+@flow(name="iro-pipeline", flow_run_name=flow_run_namer("pipeline"))
 def iro_pipeline(
-    config: str = "configs/demo.yaml", overrides: dict[str, Any] | None = None
+    config: ConfigPath = DEFAULT_CONFIG,
+    run_name: RunName = None,
+    overrides: Overrides = None,
 ) -> dict[str, Any]:
-    """Evaluate the baselines, run every iteration in order, and report all of them side by side."""
+    """Evaluate the baselines, run every iteration in order, and report all of them side by side.
+
+    Args:
+        config: YAML run config; a relative path is read from the serving process's directory.
+        run_name: names the run (store index, artifact keys); empty keeps the config's run_name.
+        overrides: dotted config keys to override, e.g. {"search.beams": 4}.
+    """
     logger = get_run_logger()
-    cfg = load_config(config, overrides)
+    cfg = run_config(config, run_name, overrides)
     pipeline = Pipeline(cfg)
     rows: list[EvalRow] = []
     reference_reward = None
     if cfg.eval.enabled:
-        u = cfg.search.samples_per_prompt
-        for method in cfg.eval.baselines:
-            label = "base" if method == "base" else f"bon-{u}"
-            artifact = evaluate_task(pipeline, method, [], label)
-            rows.append(eval_row(label, artifact))
-            reference_reward = artifact.metrics["reference_mean_reward"]
+        baselines = iro_baselines(config=config, run_name=run_name, overrides=overrides)
+        rows += [EvalRow(**row) for row in baselines["evaluation"]]
+        reference_reward = baselines["reference_mean_reward"]
     for k in range(1, cfg.iterations + 1):
-        summary = iro_iteration(config=config, iteration=k, overrides=overrides)
+        summary = iro_iteration(config=config, iteration=k, run_name=run_name, overrides=overrides)
         if "evaluation" in summary:
             rows.append(EvalRow(**summary["evaluation"]))
 

@@ -59,7 +59,7 @@ def winrate_report(
 
 def report_deployment(
     cron: str,
-    name: str = "scheduled",
+    name: str = "daily",
     run: str | None = None,
     config: str | None = None,
     timezone: str = "UTC",

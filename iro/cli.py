@@ -4,6 +4,7 @@ iro run configs/demo.yaml [--set search.beams=4 ...]   the whole pipeline, in-pr
 iro iteration configs/demo.yaml --iteration 2            one iteration (needs 1..k-1 done)
 iro check configs/demo.yaml                              validate a config, print it resolved
 iro report [--run RUN] [--config configs/demo.yaml]      win-rate report (default: latest run)
+iro server start / iro serve                             operate through a Prefect server
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from iro import server
 from iro.config import ConfigError, load_config, parse_config, parse_override, set_dotted_key
 from iro.data import DatasetError
 from iro.models import ModelNotFoundError
@@ -192,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_report.add_argument("--config", default=None, help="YAML config with a report section")
     p_report.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p_report.set_defaults(func=_cmd_report)
+    server.add_commands(sub)  # iro server start, iro serve
     return parser
 
 

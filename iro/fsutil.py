@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -41,11 +41,19 @@ def sha256_file(path: Path) -> str:
 
 
 @contextmanager
-def directory_lock(lock_path: Path) -> Iterator[None]:
-    """An exclusive advisory lock held while the block runs (blocks other processes)."""
+def directory_lock(lock_path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """An exclusive advisory lock held while the block runs (blocks other processes).
+
+    `on_wait` is called once if another holder makes this one wait, so the wait can be logged.
+    """
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with lock_path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:

@@ -15,17 +15,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from iro.fsutil import atomic_write_json, sha256_file
+from iro.fsutil import atomic_write_json, directory_lock, sha256_file
+
+log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 
@@ -171,6 +175,21 @@ class ArtifactStore:
 
     def run_dir(self, run_name: str) -> Path:
         return self.root / "runs" / run_name
+
+    @contextmanager
+    def run_lock(self, run_name: str) -> Iterator[None]:
+        """Serialise work on one named run across processes; different runs never wait.
+
+        Artifacts are immutable and written atomically, so a race could not corrupt them, but two
+        processes building the same stage would waste the machine; the second one waits and then
+        finds everything reused.
+        """
+
+        def waiting() -> None:
+            log.info("run %r is busy in another process; waiting for it to finish", run_name)
+
+        with directory_lock(self.run_dir(run_name) / ".lock", on_wait=waiting):
+            yield
 
     def record_run_step(self, run_name: str, name: str, data: dict[str, Any]) -> Path:
         path = self.run_dir(run_name) / f"{name}.json"

@@ -1,0 +1,42 @@
+"""The comparison methods of a run on the held-out prompts: the base model and best-of-U.
+
+U = search.beams * search.children, the same compute as one IRO guided search, so the rows are
+comparable with the iterations' evaluations.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.params import DEFAULT_CONFIG, ConfigPath, Overrides, RunName, flow_run_namer, run_config
+from iro.pipeline import Pipeline
+from iro.report import eval_row, rows_as_dicts
+from tasks.stages import evaluate_task
+
+
+@flow(name="iro-baselines", flow_run_name=flow_run_namer("baselines"))
+def iro_baselines(
+    config: ConfigPath = DEFAULT_CONFIG,
+    run_name: RunName = None,
+    overrides: Overrides = None,
+) -> dict[str, Any]:
+    """Evaluate the config's `eval.baselines`; returns their rows and the reference's reward.
+
+    Args:
+        config: YAML run config; a relative path is read from the serving process's directory.
+        run_name: names the run (store index, artifact keys); empty keeps the config's run_name.
+        overrides: dotted config keys to override, e.g. {"search.beams": 4}.
+    """
+    cfg = run_config(config, run_name, overrides)
+    pipeline = Pipeline(cfg)
+    rows = []
+    reference_reward = None
+    with pipeline.store.run_lock(cfg.run_name):
+        for method in cfg.eval.baselines:
+            label = "base" if method == "base" else f"bon-{cfg.search.samples_per_prompt}"
+            artifact = evaluate_task(pipeline, method, [], label)
+            rows.append(eval_row(label, artifact))
+            reference_reward = artifact.metrics["reference_mean_reward"]
+    return {"evaluation": rows_as_dicts(rows), "reference_mean_reward": reference_reward}
