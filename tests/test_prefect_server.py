@@ -29,7 +29,8 @@ from prefect.client.schemas.filters import (
     LogFilter,
     LogFilterFlowRunId,
 )
-from test_end_to_end import STAGES, tiny_config
+
+from tests.test_end_to_end import STAGES, tiny_config
 
 pytestmark = pytest.mark.slow
 

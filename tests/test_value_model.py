@@ -149,3 +149,11 @@ def test_incremental_scoring_matches_full_forward(tiny_lm, tiny_tokenizer, tmp_p
     truncated = tight.score(prompts[:1], responses[:1], ended[:1])
     ids = torch.tensor([encode_pair(tiny_tokenizer, prompts[0], responses[0], True, 6).input_ids])
     assert truncated[0] == pytest.approx(model(ids, torch.ones_like(ids))[0, -1].item(), abs=1e-5)
+
+
+def test_a_value_model_that_cannot_read_the_text_is_refused(tiny_lm, tiny_tokenizer, tmp_path):
+    TokenValueModel.from_causal_lm(str(tiny_lm)).save(tmp_path / "v", tiny_tokenizer)
+    ensemble = ValueEnsemble.load([tmp_path / "v"], [1.0], max_length=64, batch_size=4)
+    assert ensemble.score(["the list"], ["returns a value"], [True]).shape == (1,)
+    with pytest.raises(ValueError, match=r"cannot read the candidates: 100% of their tokens"):
+        ensemble.score(["the list"], ["Zebras quantum-leap über"], [False])

@@ -37,6 +37,7 @@ class LoadedValue:
     model: TokenValueModel
     tokenizer: object
     beta: float
+    name: str = "value model"
     prompts: OrderedDict[str, PromptState] = field(default_factory=OrderedDict)
 
     def prompt_state(self, prompt: str) -> PromptState:
@@ -66,6 +67,23 @@ def _last_real(values: torch.Tensor, mask: torch.Tensor) -> list[float]:
     return values[torch.arange(values.shape[0]), mask.sum(dim=1) - 1].tolist()
 
 
+UNREADABLE_FRACTION = 0.5
+
+
+def _check_readable(member: LoadedValue, rows: Sequence[list[int]]) -> None:
+    """Refuse to rank by a value model that sees mostly unknown tokens: its scores mean nothing."""
+    unk = member.tokenizer.unk_token_id
+    total = sum(len(r) for r in rows)
+    if unk is None or total == 0:
+        return
+    fraction = sum(r.count(unk) for r in rows) / total
+    if fraction > UNREADABLE_FRACTION:
+        raise ValueError(
+            f"value model {member.name} cannot read the candidates: {fraction:.0%} of their tokens "
+            "are unknown to its tokenizer"
+        )
+
+
 class ValueEnsemble:
     def __init__(self, members: Sequence[LoadedValue], max_length: int, batch_size: int = 16):
         self.members = list(members)
@@ -81,7 +99,8 @@ class ValueEnsemble:
         members = []
         for directory, beta in zip(directories, betas, strict=True):
             model = TokenValueModel.load(directory).eval()
-            members.append(LoadedValue(model, AutoTokenizer.from_pretrained(directory), beta))
+            tokenizer = AutoTokenizer.from_pretrained(directory)
+            members.append(LoadedValue(model, tokenizer, beta, name=str(directory)))
         return cls(members, max_length, batch_size)
 
     def __len__(self) -> int:
@@ -133,6 +152,7 @@ class ValueEnsemble:
                 + (eos if ended[i] else [])
                 for i in indices
             ]
+            _check_readable(member, rows)
             prompt_len = len(member.tokenizer(prompt, add_special_tokens=False).input_ids)
             if prompt_len + max(len(r) for r in rows) <= self.max_length:
                 values[indices] = self._incremental(member, prompt, rows)

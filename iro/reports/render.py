@@ -7,27 +7,12 @@ Prefect UI (which shows markdown but no plotting library).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # run.py imports this module
+    from iro.reports.run import ReportRow as Row
 
 BAR_WIDTH = 30
-
-
-class Row(Protocol):
-    method: str
-    kind: str
-    metric: str
-    win_rate: float | None
-    ci_low: float | None
-    ci_high: float | None
-    wins: int
-    ties: int
-    losses: int
-    failures: int
-    prompts: int
-    mean_reward: float
-    judge: str | None
-    prompt_version: str | None
-    note: str
 
 
 def percent(value: float | None) -> str:
