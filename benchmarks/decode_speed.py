@@ -14,7 +14,7 @@ Throughput is policy tokens sampled per second (every candidate's new tokens, wh
 the algorithm asks for); value-scoring time is reported as a fraction of the wall time. Results go
 to benchmarks/results/decode_speed.json.
 
-    .venv/bin/python benchmarks/decode_speed.py [--prompts 32] [--skip-reference]
+    .venv/bin/python benchmarks/decode_speed.py [--prompts 32] [--engines vllm,hf,reference]
 """
 
 from __future__ import annotations
@@ -134,11 +134,13 @@ def main() -> None:
     parser.add_argument("--chunk-tokens", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--value-layers", type=int, default=4)
-    parser.add_argument("--skip-reference", action="store_true")
+    parser.add_argument("--kv-cache-gib", type=int, default=RunConfig().policy.cpu_kv_cache_gib)
+    parser.add_argument("--engines", default="vllm,hf,reference", help="comma-separated subset")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    cfg = RunConfig()
+    cfg = RunConfig(policy={"cpu_kv_cache_gib": args.kv_cache_gib})
+    engines = set(args.engines.split(","))
     model_path = resolve_model(cfg.policy.model)
     settings = SearchSettings(args.beams, args.children, args.chunk_tokens, args.max_new_tokens)
     sampling = SamplingSettings(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.top_k)
@@ -156,19 +158,20 @@ def main() -> None:
             return ValueEnsemble.load([Path(tmp) / "v"], [1.0], max_length=512, batch_size=32)
 
         results = {}
-        vllm = get_engine(cfg.policy, None, seed=0)
-        run_search(
-            vllm, hf.tokenizer, texts[:2], ids[:2], settings, sampling, fresh_ensemble()
-        )  # warm-up
-        results["vllm"] = run_search(
-            vllm, hf.tokenizer, texts, ids, settings, sampling, fresh_ensemble()
-        )
-        print("vllm", results["vllm"], flush=True)
-        results["hf"] = run_search(
-            hf, hf.tokenizer, texts, ids, settings, sampling, fresh_ensemble()
-        )
-        print("hf", results["hf"], flush=True)
-        if not args.skip_reference:
+        if "vllm" in engines:
+            vllm = get_engine(cfg.policy, None, seed=0)
+            warm = (texts[:2], ids[:2], settings, sampling, fresh_ensemble())
+            run_search(vllm, hf.tokenizer, *warm)
+            results["vllm"] = run_search(
+                vllm, hf.tokenizer, texts, ids, settings, sampling, fresh_ensemble()
+            )
+            print("vllm", results["vllm"], flush=True)
+        if "hf" in engines:
+            results["hf"] = run_search(
+                hf, hf.tokenizer, texts, ids, settings, sampling, fresh_ensemble()
+            )
+            print("hf", results["hf"], flush=True)
+        if "reference" in engines:
             results["reference"] = reference_loop(
                 hf.model, hf.tokenizer, value_model, texts, ids, settings, sampling, 512
             )

@@ -35,7 +35,7 @@ def iro_baselines(
     reference_reward = None
     with pipeline.store.run_lock(cfg.run_name):
         for method in cfg.eval.baselines:
-            label = "base" if method == "base" else f"bon-{cfg.search.samples_per_prompt}"
+            label = f"bon-{cfg.search.samples_per_prompt}" if method == "bon" else method
             artifact = evaluate_task(pipeline, method, [], label)
             rows.append(eval_row(label, artifact))
             reference_reward = artifact.metrics["reference_mean_reward"]

@@ -189,7 +189,10 @@ class ValueModelConfig(Section):
 
 class EvalConfig(Section):
     enabled: bool = True
-    baselines: list[Literal["base", "bon"]] = Field(default_factory=lambda: ["base", "bon"])
+    baselines: list[Literal["base", "bon", "args"]] = Field(
+        default_factory=lambda: ["base", "bon"],
+        description="base: one sample; bon: best of U = w*k; args: ARGS with the run's reward",
+    )
 
 
 class StoreConfig(Section):

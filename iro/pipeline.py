@@ -21,6 +21,7 @@ from typing import Any
 from iro import stages
 from iro.config import RunConfig
 from iro.data import eval_slice, iteration_slice, load_prompts
+from iro.decoder import decode
 from iro.reweight import reweight
 from iro.store import Artifact, ArtifactStore
 
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 TABLE = "table.parquet"
 VALUE_DIR = "value_model"
 # Bump a stage's version when its output changes meaning: old artifacts then stop matching.
+ENGINE_KNOBS = {"engine", "gpu_memory_utilization", "cpu_kv_cache_gib"}
 STAGE_VERSIONS = {"rollout": 1, "score": 1, "reweight": 1, "value": 1, "eval": 1}
 
 
@@ -46,7 +48,8 @@ class Pipeline:
     def _generation_slice(self) -> dict[str, Any]:
         c = self.cfg
         return {
-            "policy": c.policy.model_dump(exclude={"engine"}),
+            # where and with how much memory the policy runs does not change its seeded samples
+            "policy": c.policy.model_dump(exclude=ENGINE_KNOBS),
             "data": c.data.model_dump(exclude={"eval_prompts", "eval_split"}),
             "sampling": c.sampling.model_dump(),
             "seed": c.seed,
@@ -184,10 +187,12 @@ class Pipeline:
         """Held-out outputs of a method and their reward and win rate against the reference.
 
         base: one sample; bon: best of U = w*k samples by reward; iro: the guided search with
-        the given value models, final pick best-of-(w*k) by reward.
+        the given value models, final pick best-of-(w*k) by reward; args: ARGS token-level
+        decoding with the run's reward (decode.token_top_k, decode.args_weight, decode.greedy).
         """
         c = self.cfg
         u = c.search.samples_per_prompt
+        settings = None  # args decodes token by token, not through the search
         if method == "base":
             settings = stages.sample_settings(c, 1)
         elif method == "bon":
@@ -196,16 +201,18 @@ class Pipeline:
             if not values:
                 raise ValueError("evaluating IRO needs at least one value model")
             settings = stages.guided_settings(c)
-        else:
+        elif method != "args":
             raise ValueError(f"unknown evaluation method {method!r}")
         config = {
             **self._generation_slice(),
             "data": c.data.model_dump(exclude={"prompts_per_iteration", "train_split"}),
             "reward": c.reward.model_dump(exclude={"batch_size"}),
             "method": method,
-            # stop strings are already in the sampling slice
-            "settings": {k: v for k, v in asdict(settings).items() if k != "stop_strings"},
         }
+        if settings is not None:  # stop strings are already in the sampling slice
+            config["settings"] = {k: v for k, v in asdict(settings).items() if k != "stop_strings"}
+        else:
+            config["decode"] = c.decode.model_dump(include={"token_top_k", "args_weight", "greedy"})
         if method == "iro":
             config["value"] = self._value_inference_slice()
 
@@ -216,10 +223,13 @@ class Pipeline:
                     "evaluation needs a reference for every prompt (data.reference_field)"
                 )
             reward = stages.build_run_reward(c)
-            candidates = stages.generate(
-                c, prompts, settings, [v.file(VALUE_DIR) for v in values], c.seed + 7919, progress
-            )
-            outputs = stages.best_per_prompt(stages.score(reward, candidates))
+            seed = c.seed + 7919
+            if settings is None:
+                outputs = stages.score(reward, decode(c, prompts, method, [], seed))
+            else:
+                value_dirs = [v.file(VALUE_DIR) for v in values]
+                candidates = stages.generate(c, prompts, settings, value_dirs, seed, progress)
+                outputs = stages.best_per_prompt(stages.score(reward, candidates))
             reference_rewards = reward.score(
                 prompts["prompt"].tolist(), prompts["reference"].tolist()
             )
@@ -228,7 +238,7 @@ class Pipeline:
             outputs.to_parquet(out / TABLE)
             metrics = stages.win_rate_metrics(outputs, outputs["reference_reward"].to_numpy())
             metrics["reference_mean_reward"] = float(reference_rewards.mean())
-            metrics["samples_per_prompt"] = settings.beams * settings.children
+            metrics["samples_per_prompt"] = settings.beams * settings.children if settings else 1
             return metrics
 
         return self._stage("eval", config, list(values), build, only_existing=False)

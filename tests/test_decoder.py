@@ -88,3 +88,30 @@ def test_cli_decode_uses_the_runs_value_models(tiny_run, capsys):
     assert line["mode"] == "vas" and line["iteration"] == 1 and isinstance(line["response"], str)
     assert main(["decode", "--run", "nope", "--store", str(root), "--prompt", "x"]) == 2
     assert "has no finished iteration" in capsys.readouterr().err
+
+
+def test_args_is_an_evaluation_baseline(tiny_run, tmp_path):
+    from iro.pipeline import Pipeline
+
+    _, cfg, _ = tiny_run
+    cfg = cfg.model_copy(
+        update={
+            "data": cfg.data.model_copy(update={"eval_prompts": 2}),
+            "store": cfg.store.model_copy(update={"root": str(tmp_path)}),
+        }
+    )
+    artifact = Pipeline(cfg).evaluate("args", [])
+    assert artifact.manifest["config"]["decode"] == {
+        "token_top_k": 5,
+        "args_weight": 1.0,
+        "greedy": False,
+    }
+    assert (
+        artifact.metrics["samples_per_prompt"] == 1 and 0.0 <= artifact.metrics["win_rate"] <= 1.0
+    )
+    table = artifact.table()
+    assert (
+        len(table) == 2
+        and table["reward"].notna().all()
+        and table["reference_reward"].notna().all()
+    )

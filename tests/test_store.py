@@ -75,3 +75,14 @@ def test_unset_optional_settings_do_not_change_ids(tmp_path):
     assert store.artifact_id("s", 1, {"a": 1}, []) != store.artifact_id(
         "s", 1, {"a": 1, "new": 0}, []
     )
+
+
+def test_engine_memory_knobs_do_not_change_what_a_stage_is():
+    from iro.config import RunConfig
+    from iro.pipeline import Pipeline
+
+    small = Pipeline(RunConfig(policy={"cpu_kv_cache_gib": 1, "engine": "vllm"}))
+    large = Pipeline(RunConfig(policy={"cpu_kv_cache_gib": 4, "engine": "hf"}))
+    assert small._generation_slice() == large._generation_slice()
+    other_model = Pipeline(RunConfig(policy={"model": "org/other"}))
+    assert other_model._generation_slice() != small._generation_slice()
