@@ -70,7 +70,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     load_config(args.config, _overrides(args.set))  # fail fast, before Prefect starts
     _prepare_environment()
     from flows.pipeline import iro_pipeline
-    from iro.report import EvalRow, format_table
+    from iro.evaluation import EvalRow, format_table
 
     result = iro_pipeline(config=args.config, overrides=_overrides(args.set))
     rows = [EvalRow(**row) for row in result["evaluation"]]

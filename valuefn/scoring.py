@@ -153,7 +153,12 @@ class ValueEnsemble:
                 for i in indices
             ]
             _check_readable(member, rows)
-            prompt_len = len(member.tokenizer(prompt, add_special_tokens=False).input_ids)
+            cached = member.prompts.get(prompt)  # a search scores the same prompt every step
+            prompt_len = len(
+                cached.ids
+                if cached
+                else member.tokenizer(prompt, add_special_tokens=False).input_ids
+            )
             if prompt_len + max(len(r) for r in rows) <= self.max_length:
                 values[indices] = self._incremental(member, prompt, rows)
             else:  # too long: truncate the prompt as training does

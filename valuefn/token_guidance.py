@@ -16,6 +16,7 @@ after another.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -67,12 +68,9 @@ class ValueShift:
 
     def start(self, raw_prompt: str, prompt_text: str) -> None:
         # a private copy of each member's prompt cache, advanced token by token
-        import copy
-
         self._caches = [
             copy.deepcopy(m.prompt_state(prompt_text).cache) for m in self.values.members
         ]
-        self._prompt_lens = [len(m.prompt_state(prompt_text).ids) for m in self.values.members]
 
     @torch.no_grad()
     def shifts(self, response_ids: Sequence[int], candidates: Sequence[int]) -> np.ndarray:
