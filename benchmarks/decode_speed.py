@@ -31,12 +31,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iro.config import RunConfig
-from iro.data import eval_slice, load_prompts, render_prompts
-from iro.engines import SamplingSettings, get_engine
-from iro.engines.hf_engine import HFEngine
-from iro.fsutil import atomic_write_json
-from iro.models import resolve_model
+from iro.base.config import RunConfig
+from iro.base.data import eval_slice, load_prompts, render_prompts
+from iro.base.engines.base import SamplingSettings
+from iro.base.engines.factory import get_engine
+from iro.base.engines.hf_engine import HFEngine
+from iro.base.fsutil import atomic_write_json
+from iro.base.models import resolve_model
 from valuefn.encoding import encode_pair
 from valuefn.model import TokenValueModel
 from valuefn.scoring import ValueEnsemble

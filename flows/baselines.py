@@ -11,8 +11,8 @@ from typing import Any
 from prefect import flow
 
 from flows.params import DEFAULT_CONFIG, ConfigPath, Overrides, RunName, flow_run_namer, run_config
-from iro.evaluation import eval_row, rows_as_dicts
-from iro.pipeline import Pipeline
+from iro.pipeline.evaluation import eval_row, rows_as_dicts
+from iro.pipeline.runner import Pipeline
 from tasks.stages import evaluate_task
 
 

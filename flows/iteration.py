@@ -15,8 +15,8 @@ from flows.params import (
     flow_run_namer,
     run_config,
 )
-from iro.evaluation import eval_row
-from iro.pipeline import Pipeline
+from iro.pipeline.evaluation import eval_row
+from iro.pipeline.runner import Pipeline
 from tasks.stages import evaluate_task, reweight_task, rollout_task, score_task, train_value_task
 
 

@@ -12,7 +12,7 @@ from prefect.runtime import flow_run
 from prefect.settings import PREFECT_LOGGING_EXTRA_LOGGERS
 from pydantic import Field
 
-from iro.config import RunConfig, load_config
+from iro.base.config import RunConfig, load_config
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 

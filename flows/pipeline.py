@@ -10,8 +10,8 @@ from prefect.artifacts import create_markdown_artifact
 from flows.baselines import iro_baselines
 from flows.iteration import iro_iteration
 from flows.params import DEFAULT_CONFIG, ConfigPath, Overrides, RunName, flow_run_namer, run_config
-from iro.evaluation import EvalRow, format_markdown, format_table, rows_as_dicts
-from iro.pipeline import Pipeline
+from iro.pipeline.evaluation import EvalRow, format_markdown, format_table, rows_as_dicts
+from iro.pipeline.runner import Pipeline
 from tasks.publish import artifact_key
 
 

@@ -11,9 +11,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from iro.config import JudgeConfig, RunConfig, load_config
+from iro.base.config import JudgeConfig, RunConfig, load_config
+from iro.base.store import ArtifactStore
 from iro.reports.run import build_report, latest_run
-from iro.store import ArtifactStore
 from reward.openai_client import resolve_api_key
 from tasks.publish import artifact_key
 

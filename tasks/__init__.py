@@ -1,1 +1,1 @@
-"""Prefect tasks: one per pipeline stage, thin wrappers over `iro.pipeline.Pipeline`."""
+"""Prefect tasks: one per pipeline stage, thin wrappers over `iro.pipeline.runner.Pipeline`."""

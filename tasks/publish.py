@@ -12,7 +12,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from iro.store import Artifact
+from iro.base.store import Artifact
 
 PREVIEW_ROWS = 20
 

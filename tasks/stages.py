@@ -10,8 +10,8 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
-from iro.pipeline import Pipeline
-from iro.store import Artifact
+from iro.base.store import Artifact
+from iro.pipeline.runner import Pipeline
 from tasks.publish import progress_reporter, publish_stage
 
 

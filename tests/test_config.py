@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from iro.config import ConfigError, load_config, parse_override
+from iro.base.config import ConfigError, load_config, parse_override
 
 
 def write(tmp_path: Path, text: str) -> Path:

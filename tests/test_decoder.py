@@ -6,9 +6,9 @@ import pandas as pd
 import pytest
 import torch
 
-from iro.cli import main
-from iro.config import parse_config
-from iro.decoder import MODES, decode
+from iro.app.cli import main
+from iro.base.config import parse_config
+from iro.pipeline.decoder import MODES, decode
 from valuefn.model import TokenValueModel
 
 
@@ -91,7 +91,7 @@ def test_cli_decode_uses_the_runs_value_models(tiny_run, capsys):
 
 
 def test_args_is_an_evaluation_baseline(tiny_run, tmp_path):
-    from iro.pipeline import Pipeline
+    from iro.pipeline.runner import Pipeline
 
     _, cfg, _ = tiny_run
     cfg = cfg.model_copy(

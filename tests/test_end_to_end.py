@@ -40,7 +40,7 @@ def iro(*args: str, tmp_path: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect"), "PYTHONUNBUFFERED": "1"}
     env.pop("PREFECT_API_URL", None)
     return subprocess.run(
-        [sys.executable, "-m", "iro.cli", *args],
+        [sys.executable, "-m", "iro.app.cli", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -102,9 +102,10 @@ def test_unknown_config_key_fails_before_any_work(tmp_path):
 
 
 def test_vllm_samples_do_not_depend_on_the_rest_of_the_batch():
-    from iro.config import PolicyConfig, RunConfig
-    from iro.engines import ContinuationRequest, SamplingSettings, get_engine
-    from iro.stages import policy_tokenizer
+    from iro.base.config import PolicyConfig, RunConfig
+    from iro.base.engines.base import ContinuationRequest, SamplingSettings
+    from iro.base.engines.factory import get_engine
+    from iro.pipeline.stages import policy_tokenizer
 
     engine = get_engine(PolicyConfig(), None, seed=0)
     assert engine.name == "vllm"

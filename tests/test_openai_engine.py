@@ -5,9 +5,9 @@ import socket
 
 import pytest
 
-from iro.config import ConfigError, parse_config
-from iro.engines.base import ContinuationRequest, SamplingSettings
-from iro.engines.openai_engine import EndpointError, OpenAIEngine
+from iro.base.config import ConfigError, parse_config
+from iro.base.engines.base import ContinuationRequest, SamplingSettings
+from iro.base.engines.openai_engine import EndpointError, OpenAIEngine
 
 
 def closed_port() -> int:
@@ -41,9 +41,9 @@ def test_engine_and_endpoint_must_agree():
 def test_endpoint_search_equals_in_process_vllm(openai_server, monkeypatch):
     """The same seeds give the same samples through a `vllm serve` endpoint as in-process, so a
     run's results do not depend on where the frozen policy is served; EOS is handled alike."""
-    from iro.config import PolicyConfig, RunConfig
-    from iro.engines import get_engine
-    from iro.stages import policy_tokenizer
+    from iro.base.config import PolicyConfig, RunConfig
+    from iro.base.engines.factory import get_engine
+    from iro.pipeline.stages import policy_tokenizer
     from valuefn.search import SearchSettings, guided_search
 
     monkeypatch.setenv("IRO_TEST_ENDPOINT_KEY", openai_server.api_key)

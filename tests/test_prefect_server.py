@@ -123,11 +123,11 @@ def server(tmp_path_factory) -> Iterator[Server]:
     }
     config = tiny_config(tmp)
     server_log, serve_log = tmp / "server.log", tmp / "serve.log"
-    start = [sys.executable, "-m", "iro.cli", "server", "start", "--port", str(port)]
+    start = [sys.executable, "-m", "iro.app.cli", "server", "start", "--port", str(port)]
     with background(start, env, server_log) as proc:
         seconds = wait_for("prefect server", lambda: healthy(url), proc, server_log, 180)
         print(f"prefect server healthy after {seconds:.1f} s")
-        serve = [sys.executable, "-m", "iro.cli", "serve", "--config", str(config)]
+        serve = [sys.executable, "-m", "iro.app.cli", "serve", "--config", str(config)]
         with (
             background(serve, env, serve_log) as serving,
             SyncPrefectClient(f"{url}/api") as client,
@@ -197,11 +197,13 @@ def test_iteration_through_a_deployment_then_a_rerun_reuses_every_stage(server, 
     summary = json.loads((server.store / "runs" / "e2e" / "iteration-1.json").read_text())
     assert Path(summary["policy"]["value_models"][0], "model.safetensors").is_file()
     first_log = run_logs(server, first_run)
-    assert "iro.pipeline: building rollout artifact" in first_log  # library logs reach the UI
+    assert (
+        "iro.pipeline.runner: building rollout artifact" in first_log
+    )  # library logs reach the UI
 
     second = trigger_iteration_1(server)
     log = run_logs(server, second)
-    assert log.count("iro.pipeline: reusing") == 4 and "building" not in log, log
+    assert log.count("iro.pipeline.runner: reusing") == 4 and "building" not in log, log
 
 
 def test_a_bad_parameter_is_rejected_before_any_run(server):

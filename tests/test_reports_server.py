@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from iro.config import JudgeConfig, ReportConfig
+from iro.base.config import JudgeConfig, ReportConfig
 from iro.reports.run import build_report
 from reward.openai_client import MissingAPIKeyError
 from tests.report_helpers import make_run

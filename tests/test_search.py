@@ -3,8 +3,8 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from iro.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
-from iro.engines.hf_engine import HFEngine
+from iro.base.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
+from iro.base.engines.hf_engine import HFEngine
 from valuefn.search import (
     Candidate,
     SearchSettings,

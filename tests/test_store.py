@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from iro.store import ArtifactError, ArtifactStore
+from iro.base.store import ArtifactError, ArtifactStore
 
 
 def build_table(out):
@@ -78,8 +78,8 @@ def test_unset_optional_settings_do_not_change_ids(tmp_path):
 
 
 def test_engine_memory_knobs_do_not_change_what_a_stage_is():
-    from iro.config import RunConfig
-    from iro.pipeline import Pipeline
+    from iro.base.config import RunConfig
+    from iro.pipeline.runner import Pipeline
 
     small = Pipeline(RunConfig(policy={"cpu_kv_cache_gib": 1, "engine": "vllm"}))
     large = Pipeline(RunConfig(policy={"cpu_kv_cache_gib": 4, "engine": "hf"}))

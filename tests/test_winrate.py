@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from iro.config import ReportConfig
+from iro.base.config import ReportConfig
 from iro.reports.judge import PROMPTS, pair_outcome, parse_verdict
 from iro.reports.run import ReportError, build_report, latest_run
 from iro.reports.stats import reward_outcomes, summarize, wilson_interval

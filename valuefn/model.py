@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from iro.fsutil import atomic_write_json
+from iro.base.fsutil import atomic_write_json
 
 VALUE_META = "value_model.json"
 WEIGHTS = "model.safetensors"

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from iro.engines.base import ContinuationRequest, Engine, SamplingSettings
+from iro.base.engines.base import ContinuationRequest, Engine, SamplingSettings
 
 log = logging.getLogger(__name__)
 

@@ -18,13 +18,13 @@ from typing import Any
 
 import pandas as pd
 
-from iro.config import ReportConfig
-from iro.fsutil import atomic_write_json, atomic_write_text
+from iro.base.config import ReportConfig
+from iro.base.fsutil import atomic_write_json, atomic_write_text
+from iro.base.store import Artifact, ArtifactStore
 from iro.reports.alpaca import run_alpaca_eval
 from iro.reports.judge import PROMPTS, judge_pairs
 from iro.reports.render import markdown_summary
 from iro.reports.stats import WinRate, reward_outcomes, summarize
-from iro.store import Artifact, ArtifactStore
 from reward.openai_client import ChatClient
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""Generation engines: vLLM in-process (default) and transformers (fallback)."""
+"""Pick and cache the generation engine a policy config asks for (one engine per process)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ import importlib.util
 import logging
 import os
 
-from iro.config import PolicyConfig
-from iro.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
-from iro.models import resolve_model
+from iro.base.config import PolicyConfig
+from iro.base.engines.base import Engine
+from iro.base.models import resolve_model
 
 log = logging.getLogger(__name__)
-
-__all__ = ["Continuation", "ContinuationRequest", "Engine", "SamplingSettings", "get_engine"]
 
 # Starting vLLM costs ~20 s, so each process keeps one engine per policy setting and reuses it.
 _ENGINES: dict[tuple, Engine] = {}
@@ -33,7 +31,7 @@ def _choose_backend(requested: str) -> str:
 def _openai_engine(policy: PolicyConfig, model_path: str) -> Engine:
     from transformers import AutoTokenizer
 
-    from iro.engines.openai_engine import OpenAIEngine
+    from iro.base.engines.openai_engine import OpenAIEngine
 
     endpoint = policy.endpoint
     api_key = "unused"  # a local vLLM server ignores it; the client insists on one
@@ -66,7 +64,7 @@ def get_engine(policy: PolicyConfig, cache_dir: str | None, seed: int) -> Engine
         if backend == "openai":
             _ENGINES[key] = _openai_engine(policy, model_path)
         elif backend == "vllm":
-            from iro.engines.vllm_engine import VLLMEngine
+            from iro.base.engines.vllm_engine import VLLMEngine
 
             _ENGINES[key] = VLLMEngine(
                 model_path,
@@ -78,7 +76,7 @@ def get_engine(policy: PolicyConfig, cache_dir: str | None, seed: int) -> Engine
                 seed=seed,
             )
         else:
-            from iro.engines.hf_engine import HFEngine
+            from iro.base.engines.hf_engine import HFEngine
 
             _ENGINES[key] = HFEngine(
                 model_path, dtype=policy.dtype, trust_remote_code=policy.trust_remote_code

@@ -18,12 +18,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from iro import stages
-from iro.config import RunConfig
-from iro.data import eval_slice, iteration_slice, load_prompts
-from iro.decoder import decode
-from iro.reweight import reweight
-from iro.store import Artifact, ArtifactStore
+from iro.base.config import RunConfig
+from iro.base.data import eval_slice, iteration_slice, load_prompts
+from iro.base.store import Artifact, ArtifactStore
+from iro.pipeline import stages
+from iro.pipeline.decoder import decode
+from iro.pipeline.reweight import reweight
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
-from iro.store import Artifact
+from iro.base.store import Artifact
 
 
 @dataclass(frozen=True)

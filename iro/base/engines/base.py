@@ -1,7 +1,7 @@
 """One interface for "continue these token prefixes by up to N tokens, n samples each".
 
 Chunk-level search, best-of-N and plain sampling all reduce to this call, so every back end
-(vLLM, transformers, later an OpenAI-compatible endpoint) only has to implement it once.
+(vLLM, transformers, an OpenAI-compatible endpoint) only has to implement it once.
 """
 
 from __future__ import annotations

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from iro import stages
-from iro.config import RunConfig
-from iro.data import render_prompts
+from iro.base.config import RunConfig
+from iro.base.data import render_prompts
+from iro.pipeline import stages
 from valuefn.search import SearchSettings
 from valuefn.token_guidance import RewardShift, TokenGuidanceSettings, ValueShift, decode_one
 
@@ -46,8 +46,8 @@ def _pick(cfg: RunConfig, mode: str, candidates: pd.DataFrame) -> pd.DataFrame:
 def _token_level(
     cfg: RunConfig, mode: str, prompts: pd.DataFrame, value_dirs: Sequence[Path], seed: int
 ) -> pd.DataFrame:
-    from iro.engines.hf_engine import HFEngine
-    from iro.models import resolve_model
+    from iro.base.engines.hf_engine import HFEngine
+    from iro.base.models import resolve_model
 
     d = cfg.decode
     engine = HFEngine(

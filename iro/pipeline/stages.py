@@ -16,10 +16,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from iro.config import RunConfig
-from iro.data import render_prompts
-from iro.engines import SamplingSettings, get_engine
-from iro.models import resolve_model
+from iro.base.config import RunConfig
+from iro.base.data import render_prompts
+from iro.base.engines.base import SamplingSettings
+from iro.base.engines.factory import get_engine
+from iro.base.models import resolve_model
 from reward import WeightedSum, build_reward
 from valuefn.implicit import ImplicitRewardScorer
 from valuefn.scoring import ValueEnsemble

@@ -27,7 +27,7 @@ from typing import Any
 
 import pandas as pd
 
-from iro.fsutil import atomic_write_json, directory_lock, sha256_file
+from iro.base.fsutil import atomic_write_json, directory_lock, sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -11,18 +11,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 from pathlib import Path
 from typing import Any
 
-from iro import server
-from iro.config import ConfigError, load_config, parse_config, parse_override, set_dotted_key
-from iro.data import DatasetError
-from iro.models import ModelNotFoundError
+from iro.app import server
+from iro.app.environment import prepare_environment
+from iro.base.config import ConfigError, load_config, parse_config, parse_override, set_dotted_key
+from iro.base.data import DatasetError
+from iro.base.models import ModelNotFoundError
+from iro.base.store import ArtifactError
 from iro.reports.run import ReportError
-from iro.store import ArtifactError
 from reward.base import RewardError
 from reward.openai_client import MissingAPIKeyError
 
@@ -30,34 +30,9 @@ from reward.openai_client import MissingAPIKeyError
 USER_ERRORS = (ConfigError, DatasetError, ModelNotFoundError, ArtifactError, RewardError)
 USER_ERRORS += (ReportError, MissingAPIKeyError)
 
-LIBRARY_LOGGERS = "iro,valuefn,reward,tasks,flows"
-
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
     return dict(parse_override(p) for p in pairs)
-
-
-def _prepare_environment() -> None:
-    # Library modules log through the standard `logging`; Prefect forwards these loggers to the
-    # console and, when a server is used, to the UI.
-    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", LIBRARY_LOGGERS)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    # transformers' per-load reports (e.g. the layers a truncated value trunk leaves out) and
-    # vLLM's start-up chatter drown the pipeline's own progress lines.
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    _configure_logging()
-
-
-def _configure_logging() -> None:
-    """Show the library's INFO lines (stage starts, reuse, throughput) beside Prefect's own."""
-    import logging
-
-    for name in LIBRARY_LOGGERS.split(","):
-        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -68,9 +43,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     load_config(args.config, _overrides(args.set))  # fail fast, before Prefect starts
-    _prepare_environment()
+    prepare_environment()
     from flows.pipeline import iro_pipeline
-    from iro.evaluation import EvalRow, format_table
+    from iro.pipeline.evaluation import EvalRow, format_table
 
     result = iro_pipeline(config=args.config, overrides=_overrides(args.set))
     rows = [EvalRow(**row) for row in result["evaluation"]]
@@ -83,7 +58,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_iteration(args: argparse.Namespace) -> int:
     load_config(args.config, _overrides(args.set))
-    _prepare_environment()
+    prepare_environment()
     from flows.iteration import iro_iteration
 
     summary = iro_iteration(
@@ -106,10 +81,10 @@ def _run_summary(store_root: str, run: str, iteration: int | None) -> dict[str, 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
     """Answer prompts with the aligned policy of a run: pi_base guided by its value models."""
-    _prepare_environment()
+    prepare_environment()
     import pandas as pd
 
-    from iro.decoder import decode
+    from iro.pipeline.decoder import decode
 
     summary = _run_summary(args.store, args.run, args.iteration)
     data = summary["config"]
@@ -144,7 +119,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     if args.config:
         load_config(args.config, _overrides(args.set))
-    _prepare_environment()
+    prepare_environment()
     from flows.report import winrate_report
 
     result = winrate_report(run=args.run, config=args.config, overrides=_overrides(args.set))
@@ -214,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except Exception as err:
-        from iro.pipeline import MissingArtifactError
+        from iro.pipeline.runner import MissingArtifactError
 
         if isinstance(err, MissingArtifactError):
             print(f"error: {err}", file=sys.stderr)

@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 
-from iro.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
+from iro.base.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from iro.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
+from iro.base.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The one typed schema for a run config.
 
 Every section forbids unknown keys, so a typo is an error that names the key before any work
-starts. Each stage hashes only its own slice of the config (see `iro.store`), so changing, say,
+starts. Each stage hashes only its own slice of the config (see `iro.base.store`), so changing, say,
 the evaluation settings does not invalidate finished rollouts.
 """
 

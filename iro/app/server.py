@@ -18,7 +18,8 @@ import urllib.request
 from pathlib import Path
 from typing import NoReturn
 
-from iro.config import ConfigError, load_config
+from iro.app.environment import prepare_environment
+from iro.base.config import ConfigError, load_config
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
@@ -101,15 +102,13 @@ def _cmd_server_start(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from iro.cli import _prepare_environment
-
     load_config(args.config)  # a bad default config fails here, not in every flow run
     os.environ.setdefault("PREFECT_HOME", str(prefect_home()))
     os.environ["PREFECT_API_URL"] = args.api_url or os.environ.get("PREFECT_API_URL") or api_url()
     check_server(os.environ["PREFECT_API_URL"])
     # served flow runs inherit this environment: library logs reach the UI
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
-    _prepare_environment()
+    prepare_environment()
     from flows.deployments import serve_deployments
 
     serve_deployments(args.config, args.report_cron, args.pause_report, args.limit)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import torch
 
-from iro.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
+from iro.base.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
 
 log = logging.getLogger(__name__)
 

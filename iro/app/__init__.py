@@ -1,0 +1,1 @@
+"""The top layer: the `iro` command and the Prefect server commands."""
