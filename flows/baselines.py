@@ -12,6 +12,7 @@ from prefect import flow
 
 from flows.params import DEFAULT_CONFIG, ConfigPath, Overrides, RunName, flow_run_namer, run_config
 from iro.pipeline.evaluation import eval_row, rows_as_dicts
+from iro.pipeline.methods import method_label
 from iro.pipeline.runner import Pipeline
 from tasks.stages import evaluate_task
 
@@ -35,7 +36,7 @@ def iro_baselines(
     reference_reward = None
     with pipeline.store.run_lock(cfg.run_name):
         for method in cfg.eval.baselines:
-            label = f"bon-{cfg.search.samples_per_prompt}" if method == "bon" else method
+            label = method_label(method, cfg)
             artifact = evaluate_task(pipeline, method, [], label)
             rows.append(eval_row(label, artifact))
             reference_reward = artifact.metrics["reference_mean_reward"]

@@ -16,6 +16,7 @@ from flows.params import (
     run_config,
 )
 from iro.pipeline.evaluation import eval_row
+from iro.pipeline.methods import method_label
 from iro.pipeline.runner import Pipeline
 from tasks.stages import evaluate_task, reweight_task, rollout_task, score_task, train_value_task
 
@@ -70,14 +71,15 @@ def _iteration(pipeline: Pipeline, iteration: int) -> dict[str, Any]:
         "policy": {
             "base_model": cfg.policy.model,
             "value_models": [str(v.file("value_model")) for v in [*values, value]],
-            "betas": [cfg.value.beta] * (len(values) + 1),
+            "betas": cfg.value.betas(len(values) + 1),
             "search": cfg.search.model_dump(),
             "sampling": cfg.sampling.model_dump(),
         },
     }
     if cfg.eval.enabled:
-        evaluation = evaluate_task(pipeline, "iro", [*values, value], f"iro-{iteration}")
-        summary["evaluation"] = eval_row(f"iro-iter{iteration}", evaluation).__dict__
+        label = method_label("iro", cfg, iteration)
+        evaluation = evaluate_task(pipeline, "iro", [*values, value], label)
+        summary["evaluation"] = eval_row(label, evaluation).__dict__
     path = pipeline.store.record_run_step(cfg.run_name, f"iteration-{iteration}", summary)
     logger.info("iteration %d of run %s done; manifest at %s", iteration, cfg.run_name, path)
     return summary

@@ -8,7 +8,8 @@ import torch
 
 from iro.app.cli import main
 from iro.base.config import parse_config
-from iro.pipeline.decoder import MODES, decode
+from iro.pipeline.decoder import decode
+from iro.pipeline.methods import METHODS
 from valuefn.model import TokenValueModel
 
 
@@ -46,7 +47,7 @@ def tiny_run(tiny_lm, tiny_tokenizer, tmp_path_factory):
     return root, cfg, value_dir
 
 
-@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("mode", list(METHODS))
 def test_every_mode_answers_every_prompt(tiny_run, mode):
     _, cfg, value_dir = tiny_run
     prompts = pd.DataFrame(
@@ -101,10 +102,11 @@ def test_args_is_an_evaluation_baseline(tiny_run, tmp_path):
         }
     )
     artifact = Pipeline(cfg).evaluate("args", [])
-    assert artifact.manifest["config"]["decode"] == {
-        "token_top_k": 5,
-        "args_weight": 1.0,
-        "greedy": False,
+    decode_keys = {k: v for k, v in artifact.manifest["config"].items() if k.startswith("decode.")}
+    assert decode_keys == {
+        "decode.token_top_k": 5,
+        "decode.args_weight": 1.0,
+        "decode.greedy": False,
     }
     assert (
         artifact.metrics["samples_per_prompt"] == 1 and 0.0 <= artifact.metrics["win_rate"] <= 1.0

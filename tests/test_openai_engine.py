@@ -43,7 +43,7 @@ def test_endpoint_search_equals_in_process_vllm(openai_server, monkeypatch):
     run's results do not depend on where the frozen policy is served; EOS is handled alike."""
     from iro.base.config import PolicyConfig, RunConfig
     from iro.base.engines.factory import get_engine
-    from iro.pipeline.stages import policy_tokenizer
+    from iro.pipeline.generation import policy_tokenizer
     from valuefn.search import SearchSettings, guided_search
 
     monkeypatch.setenv("IRO_TEST_ENDPOINT_KEY", openai_server.api_key)

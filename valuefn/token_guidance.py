@@ -74,12 +74,13 @@ class ValueShift:
 
     @torch.no_grad()
     def shifts(self, response_ids: Sequence[int], candidates: Sequence[int]) -> np.ndarray:
-        total = np.zeros(len(candidates))
         ids = torch.tensor([[c] for c in candidates])
         mask = torch.ones_like(ids)
-        for member, cache in zip(self.values.members, self._caches, strict=True):
-            v = member.model.extend(cache, cache.get_seq_length(), ids, mask)[:, 0].numpy()
-            total += v / member.beta
+        member_values = [
+            member.model.extend(cache, cache.get_seq_length(), ids, mask)[:, 0].numpy()
+            for member, cache in zip(self.values.members, self._caches, strict=True)
+        ]
+        total = self.values.combine(member_values)
         return self.beta * (total - total.mean())
 
     @torch.no_grad()

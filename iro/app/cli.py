@@ -22,6 +22,7 @@ from iro.base.config import ConfigError, load_config, parse_config, parse_overri
 from iro.base.data import DatasetError
 from iro.base.models import ModelNotFoundError
 from iro.base.store import ArtifactError
+from iro.pipeline.methods import METHODS
 from iro.reports.run import ReportError
 from reward.base import RewardError
 from reward.openai_client import MissingAPIKeyError
@@ -156,8 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_decode.add_argument(
         "--mode",
-        choices=["chunk", "bon", "sample", "vas", "args"],
-        help="default: config decode.mode",
+        choices=list(METHODS),
+        help="the method (default: config decode.mode)",
     )
     p_decode.add_argument("--prompt", help="one raw prompt (the prompt template is applied)")
     p_decode.add_argument("--prompts-file", help="a file with one raw prompt per line")

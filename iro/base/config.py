@@ -94,7 +94,9 @@ class RewardComponent(Section):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class RewardConfig(Section):
+class RewardFunctionConfig(Section):
+    """The reward: a weighted sum of components (each component's score is kept in the tables)."""
+
     components: list[RewardComponent] = Field(
         default_factory=lambda: [
             RewardComponent(type="embedding_similarity"),
@@ -111,6 +113,14 @@ class SamplingConfig(Section):
     top_k: int = Field(50, ge=-1)
     max_new_tokens: int = Field(48, ge=1)
     stop: list[str] | None = Field(None, description="end a response at any of these strings")
+
+
+class ImplicitRewardConfig(Section):
+    """CBS's implicit reward log pi_tuned - log pi_untuned, added to the search score / beta."""
+
+    tuned: str
+    untuned: str
+    beta: float = Field(1.0, gt=0)
 
 
 class SearchConfig(Section):
@@ -133,25 +143,17 @@ class SearchConfig(Section):
         return self
 
     @property
-    def samples_per_prompt(self) -> int:
-        """U = w*k, the compute measure of METHOD.md."""
+    def budget_u(self) -> int:
+        """U = w*k: samples per prompt of one search, the compute measure of docs/method.md."""
         return self.beams * self.children
-
-
-class ImplicitRewardConfig(Section):
-    """CBS's implicit reward log pi_tuned - log pi_untuned, added to the search score / beta."""
-
-    tuned: str
-    untuned: str
-    beta: float = Field(1.0, gt=0)
 
 
 class DecodeConfig(Section):
     """How `iro decode` (and evaluation of a mode) turns a prompt into one response."""
 
-    mode: Literal["chunk", "bon", "sample", "vas", "args"] = "chunk"
+    mode: Literal["base", "bon", "iro", "vas", "args"] = "iro"
     final_pick: Literal["reward", "value"] = Field(
-        "reward", description="chunk/bon: best of the final candidates by reward, or top value"
+        "reward", description="iro: best of the final candidates by reward, or top value"
     )
     token_top_k: int = Field(10, ge=1, description="vas/args: candidates per token")
     guidance_beta: float = Field(1.0, ge=0, description="vas: logit shift beta * (V - mean V)")
@@ -162,7 +164,7 @@ class DecodeConfig(Section):
 class RolloutConfig(Section):
     """Iteration 1 samples plainly from pi_base; later iterations run the guided search."""
 
-    samples_per_prompt: int = Field(4, ge=1, description="N for the unguided first iteration")
+    samples: int = Field(4, ge=1, description="N plain samples per prompt in iteration 1")
 
 
 class ReweightConfig(Section):
@@ -174,7 +176,9 @@ class ReweightConfig(Section):
 class ValueModelConfig(Section):
     backbone: str = Field(EMBEDDED_MODEL, description="causal LM whose trunk reads the text")
     num_layers: int | None = Field(4, ge=1, description="keep only the first N layers; null = all")
-    beta: float = Field(1.0, gt=0, description="V_k enters the search as V_k / beta")
+    beta: float | list[Annotated[float, Field(gt=0)]] = Field(
+        1.0, description="V_i enters the search as V_i / beta_i; a list gives beta_i per iteration"
+    )
     max_length: int = Field(512, ge=16)
     # Training (Monte-Carlo regression; paper: AdamW lr 3e-6, eps 1e-5, cosine, 10 epochs, batch 256)
     learning_rate: float = Field(5e-5, gt=0)
@@ -185,6 +189,25 @@ class ValueModelConfig(Section):
     gradient_accumulation_steps: int = Field(1, ge=1)
     init_from_previous: bool = Field(True, description="V_k starts from V_{k-1}")
     score_batch_size: int = Field(16, ge=1)
+
+    @model_validator(mode="after")
+    def _positive_betas(self) -> ValueModelConfig:
+        betas = self.beta if isinstance(self.beta, list) else [self.beta]
+        if not betas or min(betas) <= 0:
+            raise ValueError(
+                f"value.beta must be > 0 (or a non-empty list of them), got {self.beta}"
+            )
+        return self
+
+    def betas(self, count: int) -> list[float]:
+        """beta_1..beta_count for V_1..V_count: one beta for all, or the list's first `count`."""
+        if not isinstance(self.beta, list):
+            return [self.beta] * count
+        if count > len(self.beta):
+            raise ValueError(
+                f"value.beta lists {len(self.beta)} betas but {count} value models guide"
+            )
+        return self.beta[:count]
 
 
 class EvalConfig(Section):
@@ -233,7 +256,7 @@ class RunConfig(Section):
     cache_dir: str | None = Field(None, description="converted models; default ~/.cache/iro")
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     data: DataConfig = Field(default_factory=DataConfig)
-    reward: RewardConfig = Field(default_factory=RewardConfig)
+    reward: RewardFunctionConfig = Field(default_factory=RewardFunctionConfig)
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)

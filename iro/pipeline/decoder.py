@@ -1,13 +1,8 @@
-"""One decoder interface over every mode: prompts in, one response per prompt out.
+"""One decoder over every method of `methods.METHODS`: prompts in, one response per prompt out.
 
-- chunk:  value-guided chunk-level beam search (IRO / CBS), final pick by reward or by value;
-- bon:    best of U = w*k samples by reward;
-- sample: one plain sample;
-- vas:    token-level value guidance (logits shifted by beta * (V - mean V) over the top k);
-- args:   ARGS (logit + w * reward(prefix + token) over the top k).
-
-chunk, bon and sample run on the configured engine (vLLM by default); vas and args need the
-policy's logits at every step and run on transformers with KV caches.
+base, bon and iro run the chunk search on the configured engine (vLLM by default); bon and iro
+pick the final candidate by reward (iro may pick by value instead: decode.final_pick). vas and
+args need the policy's logits at every step and run on transformers with KV caches.
 """
 
 from __future__ import annotations
@@ -20,31 +15,24 @@ import pandas as pd
 
 from iro.base.config import RunConfig
 from iro.base.data import render_prompts
-from iro.pipeline import stages
-from valuefn.search import SearchSettings
+from iro.pipeline.generation import Progress, generate
+from iro.pipeline.guidance import build_value_ensemble
+from iro.pipeline.methods import get_method, search_settings
+from iro.pipeline.scoring import best_per_prompt, build_run_reward, score_table
 from valuefn.token_guidance import RewardShift, TokenGuidanceSettings, ValueShift, decode_one
 
 log = logging.getLogger(__name__)
 
-MODES = ("chunk", "bon", "sample", "vas", "args")
 
-
-def _search_settings(cfg: RunConfig, mode: str) -> SearchSettings:
-    if mode == "chunk":
-        return stages.guided_settings(cfg)
-    n = cfg.search.samples_per_prompt if mode == "bon" else 1
-    return stages.sample_settings(cfg, n)
-
-
-def _pick(cfg: RunConfig, mode: str, candidates: pd.DataFrame) -> pd.DataFrame:
-    if mode == "sample" or cfg.decode.final_pick == "value":
-        # pools come ranked by value, best first
+def _pick(cfg: RunConfig, method: str, candidates: pd.DataFrame) -> pd.DataFrame:
+    if method == "base" or (method == "iro" and cfg.decode.final_pick == "value"):
+        # pools come ranked by value, best first (base has one candidate)
         return candidates[candidates["candidate"] == 0].reset_index(drop=True)
-    return stages.best_per_prompt(stages.score(stages.build_run_reward(cfg), candidates))
+    return best_per_prompt(score_table(build_run_reward(cfg), candidates))
 
 
 def _token_level(
-    cfg: RunConfig, mode: str, prompts: pd.DataFrame, value_dirs: Sequence[Path], seed: int
+    cfg: RunConfig, method: str, prompts: pd.DataFrame, value_dirs: Sequence[Path], seed: int
 ) -> pd.DataFrame:
     from iro.base.engines.hf_engine import HFEngine
     from iro.base.models import resolve_model
@@ -56,13 +44,13 @@ def _token_level(
         trust_remote_code=cfg.policy.trust_remote_code,
     )
     tokenizer = engine.tokenizer
-    if mode == "vas":
-        ensemble = stages.build_value_ensemble(cfg, value_dirs)
+    if method == "vas":
+        ensemble = build_value_ensemble(cfg, value_dirs)
         if ensemble is None:
-            raise ValueError("decode mode 'vas' needs at least one value model")
+            raise ValueError("method 'vas' needs at least one value model")
         scorer = ValueShift(ensemble, d.guidance_beta, tokenizer)
     else:
-        scorer = RewardShift(stages.build_run_reward(cfg), d.args_weight, tokenizer)
+        scorer = RewardShift(build_run_reward(cfg), d.args_weight, tokenizer)
     settings = TokenGuidanceSettings(
         top_k=d.token_top_k,
         max_new_tokens=cfg.sampling.max_new_tokens,
@@ -93,16 +81,22 @@ def _token_level(
 
 
 def decode(
-    cfg: RunConfig, prompts: pd.DataFrame, mode: str, value_dirs: Sequence[Path], seed: int
+    cfg: RunConfig,
+    prompts: pd.DataFrame,
+    method: str,
+    value_dirs: Sequence[Path],
+    seed: int,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
-    """One response per prompt (columns as `stages.generate`, plus reward for picks by reward)."""
-    if mode not in MODES:
-        raise ValueError(f"unknown decode mode {mode!r}; choose one of {', '.join(MODES)}")
-    if mode in ("vas", "args"):
-        return _token_level(cfg, mode, prompts, value_dirs, seed)
-    if mode == "chunk" and not value_dirs and cfg.search.implicit_reward is None:
-        log.warning("chunk search without value models ranks nothing: it is sampling in chunks")
-    candidates = stages.generate(
-        cfg, prompts, _search_settings(cfg, mode), value_dirs if mode == "chunk" else [], seed
-    )
-    return _pick(cfg, mode, candidates)
+    """One response per prompt (columns as `generation.generate`, plus reward where picked by it)."""
+    spec = get_method(method)
+    if spec.uses_values and not value_dirs and cfg.search.implicit_reward is None:
+        raise ValueError(f"method {method!r} needs at least one value model")
+    if not spec.uses_values:
+        value_dirs = []
+    if spec.runs_on == "token":
+        return _token_level(cfg, method, prompts, value_dirs, seed)
+    settings = search_settings(cfg, method)
+    guided = spec.uses_values
+    candidates = generate(cfg, prompts, settings, value_dirs, seed, progress, guided=guided)
+    return _pick(cfg, method, candidates)

@@ -14,24 +14,27 @@ from __future__ import annotations
 import logging
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from iro.base.config import RunConfig
 from iro.base.data import eval_slice, iteration_slice, load_prompts
 from iro.base.store import Artifact, ArtifactStore
-from iro.pipeline import stages
 from iro.pipeline.decoder import decode
+from iro.pipeline.evaluation import evaluation_metrics
+from iro.pipeline.generation import Progress, generate
+from iro.pipeline.identity import config_slice
+from iro.pipeline.methods import get_method, rollout_settings, samples_per_prompt
 from iro.pipeline.reweight import reweight
+from iro.pipeline.scoring import build_run_reward, score_table
+from iro.pipeline.value_training import train_value
 
 log = logging.getLogger(__name__)
 
 TABLE = "table.parquet"
 VALUE_DIR = "value_model"
 # Bump a stage's version when its output changes meaning: old artifacts then stop matching.
-ENGINE_KNOBS = {"engine", "gpu_memory_utilization", "cpu_kv_cache_gib"}
-STAGE_VERSIONS = {"rollout": 1, "score": 1, "reweight": 1, "value": 1, "eval": 1}
+STAGE_VERSIONS = {"rollout": 2, "score": 1, "reweight": 1, "value": 2, "eval": 2}
 
 
 class MissingArtifactError(RuntimeError):
@@ -42,21 +45,6 @@ class Pipeline:
     def __init__(self, cfg: RunConfig, store: ArtifactStore | None = None):
         self.cfg = cfg
         self.store = store or ArtifactStore(cfg.store.root)
-
-    # -- config slices: what each stage's output depends on --
-
-    def _generation_slice(self) -> dict[str, Any]:
-        c = self.cfg
-        return {
-            # where and with how much memory the policy runs does not change its seeded samples
-            "policy": c.policy.model_dump(exclude=ENGINE_KNOBS),
-            "data": c.data.model_dump(exclude={"eval_prompts", "eval_split"}),
-            "sampling": c.sampling.model_dump(),
-            "seed": c.seed,
-        }
-
-    def _value_inference_slice(self) -> dict[str, Any]:
-        return self.cfg.value.model_dump(include={"beta", "max_length"})
 
     def _stage(
         self,
@@ -85,26 +73,21 @@ class Pipeline:
         self,
         iteration: int,
         values: list[Artifact],
-        progress: stages.Progress | None = None,
+        progress: Progress | None = None,
         only_existing: bool = False,
     ) -> Artifact:
         """Candidates from pi_{k-1}: plain samples for k = 1, the guided search after."""
         c = self.cfg
-        if iteration == 1:
-            settings = stages.sample_settings(c, c.rollout.samples_per_prompt)
-            method = {"rollout": c.rollout.model_dump()}
-        else:
-            settings = stages.guided_settings(c)
-            method = {"search": c.search.model_dump(), "value": self._value_inference_slice()}
-        config = {**self._generation_slice(), **method, "iteration": iteration}
+        kind = "sample_rollout" if iteration == 1 else "guided_rollout"
+        config = {**config_slice(c, kind), "iteration": iteration}
 
         def build(out: Path) -> dict[str, Any]:
             train = load_prompts(c.data, c.data.train_split)
             prompts = iteration_slice(train, iteration, c.data.prompts_per_iteration, c.seed)
             seed = c.seed * 1000 + iteration
-            table = stages.generate(
-                c, prompts, settings, [v.file(VALUE_DIR) for v in values], seed, progress
-            )
+            value_dirs = [v.file(VALUE_DIR) for v in values]
+            settings = rollout_settings(c, iteration)
+            table = generate(c, prompts, settings, value_dirs, seed, progress, guided=iteration > 1)
             table.to_parquet(out / TABLE)
             return {
                 "prompts": len(prompts),
@@ -117,12 +100,13 @@ class Pipeline:
 
     def score(self, rollout: Artifact, only_existing: bool = False) -> Artifact:
         def build(out: Path) -> dict[str, Any]:
-            scored = stages.score(stages.build_run_reward(self.cfg), rollout.table())
+            scored = score_table(build_run_reward(self.cfg), rollout.table())
             scored.to_parquet(out / TABLE)
             return {"reward_mean": float(scored["reward"].mean()), "rows": len(scored)}
 
-        config = {"reward": self.cfg.reward.model_dump(exclude={"batch_size"})}
-        return self._stage("score", config, [rollout], build, only_existing)
+        return self._stage(
+            "score", config_slice(self.cfg, "score"), [rollout], build, only_existing
+        )
 
     def reweight(self, scored: Artifact, only_existing: bool = False) -> Artifact:
         r = self.cfg.reweight
@@ -134,7 +118,7 @@ class Pipeline:
             table.to_parquet(out / TABLE)
             return metrics
 
-        config = {"reweight": r.model_dump(), "seed": self.cfg.seed}
+        config = config_slice(self.cfg, "reweight")
         return self._stage("reweight", config, [scored], build, only_existing)
 
     def train_value(
@@ -146,16 +130,16 @@ class Pipeline:
         def build(out: Path) -> dict[str, Any]:
             with tempfile.TemporaryDirectory(prefix="iro-trainer-") as work:
                 init_dir = init.file(VALUE_DIR) if init else None
-                return stages.train_value(
+                return train_value(
                     self.cfg, reweighted.table(), init_dir, out / VALUE_DIR, Path(work)
                 )
 
-        config = {"value": v.model_dump(exclude={"score_batch_size"}), "seed": self.cfg.seed}
+        config = config_slice(self.cfg, "value")
         parents = [reweighted] + ([init] if init else [])
         return self._stage("value", config, parents, build, only_existing)
 
     def iteration(
-        self, iteration: int, values: list[Artifact], progress: stages.Progress | None = None
+        self, iteration: int, values: list[Artifact], progress: Progress | None = None
     ) -> dict[str, Artifact]:
         """Rollout, score, reweight and train V_k, given V_1..V_{k-1}."""
         rollout = self.rollout(iteration, values, progress)
@@ -182,39 +166,14 @@ class Pipeline:
         return values
 
     def evaluate(
-        self, method: str, values: list[Artifact], progress: stages.Progress | None = None
+        self, method: str, values: list[Artifact], progress: Progress | None = None
     ) -> Artifact:
-        """Held-out outputs of a method and their reward and win rate against the reference.
-
-        base: one sample; bon: best of U = w*k samples by reward; iro: the guided search with
-        the given value models, final pick best-of-(w*k) by reward; args: ARGS token-level
-        decoding with the run's reward (decode.token_top_k, decode.args_weight, decode.greedy).
-        """
+        """Held-out outputs of a method (methods.METHODS) and their reward and win rate against
+        the reference; methods that use value models are given V_1..V_k in `values`."""
         c = self.cfg
-        u = c.search.samples_per_prompt
-        settings = None  # args decodes token by token, not through the search
-        if method == "base":
-            settings = stages.sample_settings(c, 1)
-        elif method == "bon":
-            settings = stages.sample_settings(c, u)
-        elif method == "iro":
-            if not values:
-                raise ValueError("evaluating IRO needs at least one value model")
-            settings = stages.guided_settings(c)
-        elif method != "args":
-            raise ValueError(f"unknown evaluation method {method!r}")
-        config = {
-            **self._generation_slice(),
-            "data": c.data.model_dump(exclude={"prompts_per_iteration", "train_split"}),
-            "reward": c.reward.model_dump(exclude={"batch_size"}),
-            "method": method,
-        }
-        if settings is not None:  # stop strings are already in the sampling slice
-            config["settings"] = {k: v for k, v in asdict(settings).items() if k != "stop_strings"}
-        else:
-            config["decode"] = c.decode.model_dump(include={"token_top_k", "args_weight", "greedy"})
-        if method == "iro":
-            config["value"] = self._value_inference_slice()
+        if get_method(method).uses_values and not values:
+            raise ValueError(f"evaluating {method!r} needs at least one value model")
+        config = {**config_slice(c, f"eval-{method}"), "method": method}
 
         def build(out: Path) -> dict[str, Any]:
             prompts = eval_slice(load_prompts(c.data, c.data.eval_split), c.data.eval_prompts)
@@ -222,23 +181,21 @@ class Pipeline:
                 raise ValueError(
                     "evaluation needs a reference for every prompt (data.reference_field)"
                 )
-            reward = stages.build_run_reward(c)
-            seed = c.seed + 7919
-            if settings is None:
-                outputs = stages.score(reward, decode(c, prompts, method, [], seed))
-            else:
-                value_dirs = [v.file(VALUE_DIR) for v in values]
-                candidates = stages.generate(c, prompts, settings, value_dirs, seed, progress)
-                outputs = stages.best_per_prompt(stages.score(reward, candidates))
+            reward = build_run_reward(c)
+            value_dirs = [v.file(VALUE_DIR) for v in values]
+            outputs = decode(c, prompts, method, value_dirs, c.seed + 7919, progress)
+            if "reward" not in outputs.columns:
+                outputs = score_table(reward, outputs)
             reference_rewards = reward.score(
                 prompts["prompt"].tolist(), prompts["reference"].tolist()
             )
             by_id = dict(zip(prompts["id"], reference_rewards, strict=True))
             outputs["reference_reward"] = outputs["prompt_id"].map(by_id)
             outputs.to_parquet(out / TABLE)
-            metrics = stages.win_rate_metrics(outputs, outputs["reference_reward"].to_numpy())
-            metrics["reference_mean_reward"] = float(reference_rewards.mean())
-            metrics["samples_per_prompt"] = settings.beams * settings.children if settings else 1
-            return metrics
+            return {
+                **evaluation_metrics(outputs),
+                "reference_mean_reward": float(reference_rewards.mean()),
+                "samples_per_prompt": samples_per_prompt(c, method),
+            }
 
         return self._stage("eval", config, list(values), build, only_existing=False)

@@ -66,6 +66,7 @@ def markdown_summary(run_name: str, baseline: str, rows: Sequence[Row]) -> str:
     return (
         f"## Run {run_name}: win rates against {baseline}\n\n"
         "Ties count half; failures (unparsable or failed judgements) are excluded from the rate "
-        "and counted. The 95% interval is Wilson's.\n\n"
+        "and counted. Intervals are 95%: Wilson's score interval for reward and judge win rates, "
+        "and for AlpacaEval ±1.96 × the standard error alpaca-eval reports.\n\n"
         f"{markdown_table(rows)}\n\n```\n{bar_chart(rows)}\n```\n"
     )

@@ -24,7 +24,7 @@ from iro.base.store import Artifact, ArtifactStore
 from iro.reports.alpaca import run_alpaca_eval
 from iro.reports.judge import PROMPTS, judge_pairs
 from iro.reports.render import markdown_summary
-from iro.reports.stats import WinRate, reward_outcomes, summarize
+from iro.reports.stats import WinRate, reward_win_rate, summarize
 from reward.openai_client import ChatClient
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ class ReportRow:
     win_rate: float | None
     ci_low: float | None
     ci_high: float | None
+    interval: str  # wilson-95, or alpaca-eval's normal interval
     wins: int
     ties: int
     losses: int
@@ -112,6 +113,7 @@ def _row(
         win_rate=rate.win_rate,
         ci_low=rate.ci_low,
         ci_high=rate.ci_high,
+        interval=rate.interval,
         wins=rate.wins,
         ties=rate.ties,
         losses=rate.losses,
@@ -162,7 +164,10 @@ def _alpaca_row(
     low = None if percent is None or se is None else max(0.0, percent - 1.96 * se)
     high = None if percent is None or se is None else min(1.0, percent + 1.96 * se)
     losses = result.n_total - result.n_wins - result.n_draws
-    rate = WinRate(result.n_wins, result.n_draws, losses, result.failures, percent, low, high)
+    rate = WinRate(
+        result.n_wins, result.n_draws, losses, result.failures, percent, low, high,
+        interval="normal-95 from alpaca-eval's standard error",
+    )  # fmt: skip
     return _row(
         method, cfg.baseline, "alpaca_eval", result.metric, rate, paired,
         judge=cfg.judge.model, prompt_version="alpaca-eval-" + "iro_pairwise", note=result.reason,
@@ -202,18 +207,9 @@ def build_report(
         rows: list[ReportRow] = []
         for method in methods:
             paired = _paired(outputs[method].table(), baseline)
-            outcomes = reward_outcomes(paired["reward"], paired["reward_baseline"])
             if cfg.reward_winrate:
-                rows.append(
-                    _row(
-                        method,
-                        cfg.baseline,
-                        "reward",
-                        "reward_win_rate",
-                        summarize(outcomes),
-                        paired,
-                    )
-                )
+                rate = reward_win_rate(paired["reward"], paired["reward_baseline"])
+                rows.append(_row(method, cfg.baseline, "reward", "reward_win_rate", rate, paired))
             judged = paired.head(cfg.max_prompts) if cfg.max_prompts else paired
             if client is not None:
                 rows.append(_judge_rows(cfg, client, method, judged, out))

@@ -26,6 +26,7 @@ class WinRate:
     win_rate: float | None  # None when no outcome was valid
     ci_low: float | None
     ci_high: float | None
+    interval: str = "wilson-95"  # how ci_low..ci_high was computed
 
     @property
     def valid(self) -> int:
@@ -57,6 +58,16 @@ def summarize(outcomes: Iterable[int | None]) -> WinRate:
     rate = (counts[1] + 0.5 * counts[0]) / valid
     low, high = wilson_interval(rate, valid)
     return WinRate(counts[1], counts[0], counts[-1], counts[None], rate, low, high)
+
+
+def reward_win_rate(method_rewards, baseline_rewards) -> WinRate:
+    """The win rate of one method's rewards over a baseline's, prompt by prompt.
+
+    P(reward(method) > reward(baseline)), a tie counting half, with Wilson's 95% interval; the
+    evaluation table, the reports and the benchmarks all use this one function. No prompts give
+    no rate (win_rate None), never a division by zero.
+    """
+    return summarize(reward_outcomes(method_rewards, baseline_rewards))
 
 
 def reward_outcomes(method: np.ndarray, baseline: np.ndarray) -> list[int]:

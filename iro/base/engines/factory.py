@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
@@ -16,7 +17,9 @@ log = logging.getLogger(__name__)
 _ENGINES: dict[tuple, Engine] = {}
 
 
-def _choose_backend(requested: str) -> str:
+@functools.cache
+def resolve_backend(requested: str) -> str:
+    """The back end `policy.engine` means here: auto is vllm when installed, else hf."""
     vllm_installed = importlib.util.find_spec("vllm") is not None
     if requested == "vllm" and not vllm_installed:
         raise RuntimeError("policy.engine is 'vllm' but vLLM is not installed; run `make install`")
@@ -57,7 +60,7 @@ def _openai_engine(policy: PolicyConfig, model_path: str) -> Engine:
 
 
 def get_engine(policy: PolicyConfig, cache_dir: str | None, seed: int) -> Engine:
-    backend = _choose_backend(policy.engine)
+    backend = resolve_backend(policy.engine)
     key = (backend, policy, cache_dir, seed)
     if key not in _ENGINES:
         model_path = resolve_model(policy.model, cache_dir)

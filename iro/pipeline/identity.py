@@ -1,0 +1,148 @@
+"""Which settings an artifact's id includes: exactly the settings that can change its content.
+
+An artifact's id hashes (stage, stage version, config slice, parent ids). The slice is made here,
+from one table: for each kind of stage, the config keys its build reads. A key is either read by
+at least one stage (and then changes exactly those stages' ids), or listed below as not content
+(where and how fast work runs), or as structure (which stages run, and their parents). A test
+walks the whole schema: a new key without an entry here fails it.
+
+Keys are dotted paths; an entry that names a section ("reweight") covers every key under it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from iro.base.config import RunConfig
+from iro.base.engines.factory import resolve_backend
+from iro.pipeline.methods import METHODS
+
+# What every generation reads: the policy and how it is prompted, the sampler, the seed. The
+# engine is the resolved back end (auto -> vllm or hf): the back ends draw different samples for
+# the same seeds, so switching engine must not reuse the other's samples.
+GENERATION = (
+    "policy.model",
+    "policy.engine",
+    "policy.dtype",
+    "policy.endpoint.base_url",
+    "policy.endpoint.model",
+    "policy.endpoint.prompt_as_token_ids",
+    "policy.endpoint.supports_top_k",
+    "data.dataset",
+    "data.split_field",
+    "data.prompt_field",
+    "data.reference_field",
+    "data.id_field",
+    "data.prompt_template",
+    "data.use_chat_template",
+    "sampling",
+    "seed",
+)
+TRAIN_PROMPTS = ("data.train_split", "data.prompts_per_iteration")
+EVAL_PROMPTS = ("data.eval_split", "data.eval_prompts")
+# The IRO search as a rollout runs it (it keeps every final candidate: no final pick).
+GUIDED_SEARCH = tuple(k for k in METHODS["iro"].reads if k != "decode.final_pick")
+
+STAGE_READS: dict[str, tuple[str, ...]] = {
+    # iteration 1: N plain samples per prompt from pi_base
+    "sample_rollout": (*GENERATION, *TRAIN_PROMPTS, "rollout.samples"),
+    # iterations >= 2: the search guided by V_1..V_{k-1} (their ids are the parents)
+    "guided_rollout": (*GENERATION, *TRAIN_PROMPTS, *GUIDED_SEARCH),
+    "score": ("reward.components",),
+    "reweight": ("reweight", "seed"),
+    # value.beta is not here: it only weighs V_k at decoding time (guided rollouts, evaluation)
+    "value": (
+        "value.backbone",
+        "value.num_layers",
+        "value.max_length",
+        "value.learning_rate",
+        "value.adam_epsilon",
+        "value.lr_scheduler",
+        "value.epochs",
+        "value.batch_size",
+        "value.gradient_accumulation_steps",
+        "seed",
+    ),
+    **{
+        f"eval-{name}": (*GENERATION, *EVAL_PROMPTS, "reward.components", *method.reads)
+        for name, method in METHODS.items()
+    },
+    "report": (
+        "report.baseline",
+        "report.methods",
+        "report.reward_winrate",
+        "report.pairwise_judge",
+        "report.alpaca_eval",
+        "report.max_prompts",
+        "report.judge.model",
+        "report.judge.base_url",
+        "report.judge.max_tokens",
+        "report.judge.constrain_format",
+    ),
+}
+
+# Where and how fast work runs, and where things are kept: never part of an id.
+NOT_CONTENT = (
+    "cache_dir",
+    "store.root",
+    "policy.max_model_len",  # bounds prompt length (an error), not what is sampled
+    "policy.trust_remote_code",  # a permission: the loaded model is the same when it is granted
+    "policy.gpu_memory_utilization",
+    "policy.cpu_kv_cache_gib",
+    "policy.endpoint.api_key_env",
+    "policy.endpoint.timeout_s",
+    "policy.endpoint.max_retries",
+    "policy.endpoint.concurrency",
+    "reward.batch_size",
+    "search.max_candidates",  # a guard on w*k, checked when the config loads
+    "value.score_batch_size",
+    "report.judge.api_key_env",
+    "report.judge.api_key_secret",
+    "report.judge.max_retries",
+    "report.judge.concurrency",
+)
+
+# Which stages run and what their parents are; the parents' ids carry the effect.
+STRUCTURE = (
+    "run_name",
+    "iterations",
+    "eval.enabled",
+    "eval.baselines",
+    "value.init_from_previous",  # V_{k-1} is V_k's parent or not
+    "decode.mode",  # what `iro decode` runs; evaluation names its method itself
+)
+
+
+def _covers(entry: str, key: str) -> bool:
+    return key == entry or key.startswith(entry + ".")
+
+
+def stages_reading(key: str) -> set[str]:
+    return {stage for stage, reads in STAGE_READS.items() if any(_covers(e, key) for e in reads)}
+
+
+def is_accounted_for(key: str) -> bool:
+    """Every config key is read by some stage, or declared not content, or structure."""
+    declared = (*NOT_CONTENT, *STRUCTURE)
+    return bool(stages_reading(key)) or any(_covers(e, key) for e in declared)
+
+
+def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    leaves: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            leaves.update(_leaves(value, dotted + "."))
+        else:
+            leaves[dotted] = value
+    return leaves
+
+
+def config_slice(cfg: RunConfig, stage: str) -> dict[str, Any]:
+    """The settings of `cfg` that the stage kind `stage` reads, as {dotted key: value}."""
+    reads = STAGE_READS[stage]
+    leaves = _leaves(cfg.model_dump(mode="json"))
+    chosen = {k: v for k, v in leaves.items() if any(_covers(e, k) for e in reads)}
+    if "policy.engine" in chosen:
+        chosen["policy.engine"] = resolve_backend(cfg.policy.engine)
+    return chosen

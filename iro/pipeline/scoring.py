@@ -1,0 +1,28 @@
+"""Reward scoring of candidate tables, and the best-of-U pick by reward."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from iro.base.config import RunConfig
+from reward import WeightedSum, build_reward
+
+
+def build_run_reward(cfg: RunConfig) -> WeightedSum:
+    return build_reward([(c.type, c.weight, dict(c.options)) for c in cfg.reward.components])
+
+
+def score_table(reward: WeightedSum, table: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `table` with the total `reward` and one `reward_<component>` column per term."""
+    total, parts = reward.score_components(table["prompt"].tolist(), table["response"].tolist())
+    scored = table.copy()
+    scored["reward"] = total
+    for name, values in parts.items():
+        scored[f"reward_{name}"] = values
+    return scored
+
+
+def best_per_prompt(scored: pd.DataFrame) -> pd.DataFrame:
+    """Each prompt's highest-reward candidate (first one on ties): the final best-of-(w*k)."""
+    index = scored.groupby("prompt_id", sort=False)["reward"].idxmax()
+    return scored.loc[index].reset_index(drop=True)
