@@ -1,6 +1,7 @@
-"""Chat completions against any OpenAI-compatible endpoint, with retries and a failure count.
+"""Chat completions against any OpenAI-compatible endpoint, counting the requests that failed.
 
-Shared by the LLM-judge reward and the pairwise win-rate judge. The API key is resolved before
+Shared by the LLM-judge reward and the pairwise win-rate judge; retries and the error naming the
+endpoint come from `iro.base.endpoint`. The API key is resolved before
 any call (a missing key is a clear error) and is held only by the client: it is never part of
 a repr, a log line, a config slice or an artifact.
 """
@@ -10,11 +11,12 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
+
+from iro.base.endpoint import Endpoint, EndpointError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +48,6 @@ class ChatClient:
     max_tokens: int = 256
     temperature: float = 0.0
     max_retries: int = 3
-    backoff_s: float = 1.0
     timeout_s: float = 120.0
     concurrency: int = 4
     extra_body: dict | None = None  # server-specific request fields (e.g. vLLM structured outputs)
@@ -59,48 +60,35 @@ class ChatClient:
             setattr(self, name, getattr(self, name) + 1)
 
     @cached_property
-    def _client(self):
-        from openai import OpenAI
-
-        # Retries are ours (counted, with backoff), so the client's own are off.
-        return OpenAI(
-            api_key=self.api_key, base_url=self.base_url, max_retries=0, timeout=self.timeout_s
+    def _endpoint(self) -> Endpoint:
+        return Endpoint(
+            base_url=self.base_url,
+            model=self.model,
+            api_key=self.api_key,
+            max_retries=self.max_retries,
+            timeout_s=self.timeout_s,
         )
 
     def complete(self, messages: Messages) -> str | None:
-        """The answer's text, or None once every retry failed (counted in `failures`)."""
-        import openai
+        """The answer's text, or None if the request failed for good (counted in `failures`).
 
+        A rejected key (HTTP 401) raises `EndpointError`: it would fail every request alike.
+        """
         self._count("requests")
-        for attempt in range(self.max_retries + 1):
-            try:
-                response = self._client.chat.completions.create(
-                    model=self.model,
-                    messages=messages,
-                    max_tokens=self.max_tokens,
-                    temperature=self.temperature,
-                    extra_body=self.extra_body,
-                )
-                return response.choices[0].message.content or ""
-            except (openai.APIConnectionError, openai.APIStatusError) as err:
-                retryable = not isinstance(err, openai.APIStatusError) or err.status_code in (
-                    408, 409, 429, 500, 502, 503, 504,
-                )  # fmt: skip
-                if isinstance(err, openai.AuthenticationError):
-                    raise  # a wrong key will not get better by retrying
-                if not retryable or attempt == self.max_retries:
-                    log.warning("request to %s failed for good: %s", self.model, type(err).__name__)
-                    break
-                delay = self.backoff_s * 2**attempt
-                log.info(
-                    "request to %s failed (%s); retry in %.1fs",
-                    self.model,
-                    type(err).__name__,
-                    delay,
-                )
-                time.sleep(delay)
-        self._count("failures")
-        return None
+        try:
+            response = self._endpoint.chat(
+                messages=messages,
+                max_tokens=self.max_tokens,
+                temperature=self.temperature,
+                extra_body=self.extra_body,
+            )
+        except EndpointError as err:
+            if err.status_code == 401:
+                raise
+            log.warning("%s", err)
+            self._count("failures")
+            return None
+        return response.choices[0].message.content or ""
 
     def complete_many(self, batch: Sequence[Messages]) -> list[str | None]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:

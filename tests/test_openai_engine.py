@@ -24,7 +24,6 @@ def test_unreachable_endpoint_is_retried_then_named(tiny_tokenizer):
         tokenizer=tiny_tokenizer,
         api_key="k",
         max_retries=2,
-        backoff_s=0.01,
     )
     with pytest.raises(EndpointError, match=rf"endpoint {url} failed 3 times"):
         engine.continue_batch([ContinuationRequest((3, 4), 2, 4, seed=0)], SamplingSettings())

@@ -77,12 +77,40 @@ def test_unset_optional_settings_do_not_change_ids(tmp_path):
     )
 
 
-def test_engine_memory_knobs_do_not_change_what_a_stage_is():
-    from iro.base.config import RunConfig
-    from iro.pipeline.runner import Pipeline
+@pytest.fixture
+def fresh_code_version():
+    from iro.base.store import code_version
 
-    small = Pipeline(RunConfig(policy={"cpu_kv_cache_gib": 1, "engine": "vllm"}))
-    large = Pipeline(RunConfig(policy={"cpu_kv_cache_gib": 4, "engine": "hf"}))
-    assert small._generation_slice() == large._generation_slice()
-    other_model = Pipeline(RunConfig(policy={"model": "org/other"}))
-    assert other_model._generation_slice() != small._generation_slice()
+    code_version.cache_clear()
+    yield
+    code_version.cache_clear()
+
+
+def test_manifest_records_the_commit_that_built_it(tmp_path, fresh_code_version):
+    import subprocess
+    from pathlib import Path
+
+    import iro
+
+    root = Path(iro.__file__).resolve().parents[1]
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=False
+    )
+    if head.returncode != 0:
+        pytest.skip("the iro package is not in a git checkout here")
+    artifact = ArtifactStore(tmp_path).create("score", 1, {"a": 1}, [], build_table)
+    version = artifact.manifest["code_version"]
+    assert version["git_commit"] == head.stdout.strip()
+    assert isinstance(version["git_dirty"], bool) and version["package"]
+
+
+def test_without_git_the_commit_is_null_and_the_id_unchanged(
+    tmp_path, monkeypatch, fresh_code_version
+):
+    store = ArtifactStore(tmp_path)
+    with_git = store.artifact_id("score", 1, {"a": 1}, [])
+    monkeypatch.setenv("PATH", str(tmp_path / "no-bin"))
+    artifact = store.create("score", 1, {"a": 1}, [], build_table)
+    assert artifact.manifest["code_version"]["git_commit"] is None
+    assert artifact.manifest["code_version"]["git_dirty"] is None
+    assert artifact.id == with_git

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from valuefn.encoding import encode_pair
 
@@ -72,12 +73,9 @@ class ImplicitRewardScorer:
                 encode_pair(self.tokenizer, prompts[i], responses[i], ended[i], self.max_length)
                 for i in rows
             ]
-            width = max(len(p.input_ids) for p in pairs)
-            ids = torch.full((len(pairs), width), pad, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, pair in enumerate(pairs):
-                ids[r, : len(pair.input_ids)] = torch.tensor(pair.input_ids)
-                mask[r, : len(pair.input_ids)] = 1
+            tensors = [torch.tensor(p.input_ids, dtype=torch.long) for p in pairs]
+            ids = pad_sequence(tensors, batch_first=True, padding_value=pad)
+            mask = pad_sequence([torch.ones_like(r) for r in tensors], batch_first=True)
             starts = [p.prompt_len for p in pairs]
             ratio = self._response_logprob(self.tuned, ids, mask, starts) - self._response_logprob(
                 self.untuned, ids, mask, starts

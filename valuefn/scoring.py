@@ -54,12 +54,11 @@ class LoadedValue:
 
 
 def _right_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        ids[i, : len(row)] = torch.tensor(row, dtype=torch.long)
-        mask[i, : len(row)] = 1
+    """Token ids padded on the right with `pad`, and their attention mask."""
+    pad_sequence = torch.nn.utils.rnn.pad_sequence
+    tensors = [torch.tensor(r, dtype=torch.long) for r in rows]
+    ids = pad_sequence(tensors, batch_first=True, padding_value=pad)
+    mask = pad_sequence([torch.ones_like(t) for t in tensors], batch_first=True)
     return ids, mask
 
 
@@ -171,7 +170,16 @@ class ValueEnsemble:
         self, prompts: Sequence[str], responses: Sequence[str], ended: Sequence[bool]
     ) -> np.ndarray:
         """sum_i V_i(prompt, response) / beta_i for each candidate."""
-        total = np.zeros(len(responses))
-        for member in self.members:
-            total += self._values(member, prompts, responses, ended) / member.beta
+        return self.combine([self._values(m, prompts, responses, ended) for m in self.members])
+
+    def combine(self, member_values: Sequence[np.ndarray]) -> np.ndarray:
+        """The guidance score sum_i V_i / beta_i, given each member's values (in member order).
+
+        The one place the sum is formed: chunk search and token-level guidance both call it.
+        """
+        if len(member_values) != len(self.members) or not member_values:
+            raise ValueError(f"{len(member_values)} value arrays for {len(self.members)} models")
+        total = np.zeros(len(member_values[0]))
+        for member, values in zip(self.members, member_values, strict=True):
+            total += np.asarray(values, dtype=np.float64) / member.beta
         return total

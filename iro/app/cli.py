@@ -20,6 +20,7 @@ from iro.app import server
 from iro.app.environment import prepare_environment
 from iro.base.config import ConfigError, load_config, parse_config, parse_override, set_dotted_key
 from iro.base.data import DatasetError
+from iro.base.endpoint import EndpointError
 from iro.base.models import ModelNotFoundError
 from iro.base.store import ArtifactError
 from iro.pipeline.methods import METHODS
@@ -29,7 +30,7 @@ from reward.openai_client import MissingAPIKeyError
 
 # Problems with the user's inputs: reported in one line, without a traceback.
 USER_ERRORS = (ConfigError, DatasetError, ModelNotFoundError, ArtifactError, RewardError)
-USER_ERRORS += (ReportError, MissingAPIKeyError)
+USER_ERRORS += (ReportError, MissingAPIKeyError, EndpointError)
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -11,6 +10,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock, Timeout
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -42,19 +43,18 @@ def sha256_file(path: Path) -> str:
 
 @contextmanager
 def directory_lock(lock_path: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-    """An exclusive advisory lock held while the block runs (blocks other processes).
+    """An exclusive inter-process lock (`filelock`) held while the block runs.
 
     `on_wait` is called once if another holder makes this one wait, so the wait can be logged.
     """
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with lock_path.open("w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if on_wait is not None:
-                on_wait()
-            fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    lock = FileLock(lock_path)  # creates the lock file's directory
+    try:
+        lock.acquire(blocking=False)
+    except Timeout:
+        if on_wait is not None:
+            on_wait()
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()

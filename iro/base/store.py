@@ -1,11 +1,11 @@
 """Content-addressed, immutable artifact store.
 
 An artifact is a directory ``<root>/<stage>/<id>/`` holding its files and a ``manifest.json``:
-stage, id, parent ids, the config slice that produced it, the code version, metrics, file
-checksums and creation time. The id hashes (stage, stage version, config slice, parent ids), so
-the same inputs give the same id (a rerun reuses the artifact) and a changed config gives a new
-artifact beside the old one, never over it. Bump a stage's version when its output changes
-meaning, so old artifacts are not reused by mistake.
+stage, id, parent ids, the config slice that produced it, the code version (package version and
+git commit), metrics, file checksums and creation time. The id hashes (stage, stage version,
+config slice, parent ids), so the same inputs give the same id (a rerun reuses the artifact) and
+a changed config gives a new artifact beside the old one, never over it. Bump a stage's version
+when its output changes meaning, so old artifacts are not reused by mistake.
 
 Artifacts are written into a temporary sibling directory and renamed into place, so a crash leaves
 either nothing or a complete artifact; readers verify checksums.
@@ -13,10 +13,12 @@ either nothing or a complete artifact; readers verify checksums.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,13 +40,39 @@ class ArtifactError(RuntimeError):
     """An artifact that is missing or fails verification."""
 
 
-def code_version() -> str:
+@functools.cache
+def code_version() -> dict[str, Any]:
+    """The code that builds artifacts: the package version and, in a git checkout, its commit.
+
+    `git_dirty` says whether tracked files differ from that commit. Without git, or when the
+    `iro` package is not in a checkout, both git fields are None. Looked up once per process;
+    recorded in manifests, never part of an artifact id.
+    """
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("iro-align")
+        package = version("iro-align")
     except PackageNotFoundError:
-        return "unknown"
+        package = None
+    return {"package": package, **_git_state(Path(__file__).resolve().parents[2])}
+
+
+def _git_state(root: Path) -> dict[str, Any]:
+    """HEAD and dirtiness of the checkout whose top level is `root`, else None for both."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout
+
+    try:
+        top, commit = git("rev-parse", "--show-toplevel", "HEAD").splitlines()
+        if Path(top).resolve() != root:  # e.g. an installed copy inside some other repository
+            raise ValueError(top)
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no").strip())
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return {"git_commit": None, "git_dirty": None}
+    return {"git_commit": commit, "git_dirty": dirty}
 
 
 def canonical_json(data: Any) -> str:

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from iro.base.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
-
-log = logging.getLogger(__name__)
 
 
 class HFEngine(Engine):
@@ -48,12 +46,15 @@ class HFEngine(Engine):
         max_tokens: int,
         sampling: SamplingSettings,
     ) -> list[list[Continuation]]:
-        width = max(len(r.prefix_ids) for r in group)
-        input_ids = torch.full((len(group), width), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(group), width), dtype=torch.long)
-        for row, request in enumerate(group):  # left padding: every prompt ends at the same column
-            input_ids[row, width - len(request.prefix_ids) :] = torch.tensor(request.prefix_ids)
-            attention[row, width - len(request.prefix_ids) :] = 1
+        # left padding: every prompt ends at the same column, where generation starts
+        prefixes = [torch.tensor(r.prefix_ids, dtype=torch.long) for r in group]
+        input_ids = pad_sequence(
+            prefixes, batch_first=True, padding_value=self.pad_token_id, padding_side="left"
+        )
+        attention = pad_sequence(
+            [torch.ones_like(p) for p in prefixes], batch_first=True, padding_side="left"
+        )
+        width = input_ids.shape[1]
         torch.manual_seed(group[0].seed)
         greedy = sampling.temperature == 0
         generated = self.model.generate(
