@@ -18,11 +18,13 @@ import importlib
 import inspect
 import json
 import pkgutil
-import re
 import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from docstring_filters import split_docstring
 
 # Modules that are slow, noisy or have side effects on import.
 SKIP_PREFIXES = (
@@ -35,8 +37,6 @@ SKIP_PREFIXES = (
     "antigravity",
     "this",
 )
-MIN_SUMMARY_WORDS, MAX_SUMMARY_WORDS = 5, 22
-MIN_DOCUMENT_WORDS, MAX_DOCUMENT_WORDS = 35, 160
 
 
 def iter_stdlib_modules() -> Iterator[object]:
@@ -76,27 +76,6 @@ def iter_documented_objects(module: object) -> Iterator[tuple[str, object]]:
             for method_name, method in vars(obj).items():
                 if not method_name.startswith("_") and inspect.isfunction(method):
                     yield f"{module_name}.{attr}.{method_name}", method
-
-
-def split_docstring(doc: str) -> tuple[str, str] | None:
-    """Return (summary, document) when the docstring has the classic summary-line shape."""
-    lines = inspect.cleandoc(doc).splitlines()
-    if len(lines) < 3 or lines[1].strip():
-        return None
-    summary = lines[0].strip()
-    if not re.fullmatch(r"[A-Z][^>|{}\[\]=]*[.]", summary):
-        return None
-    body_lines = lines[2:]
-    # Keep prose paragraphs only: drop doctest examples, tables and indented code blocks.
-    prose = [ln for ln in body_lines if ln and not ln.startswith((" ", ">>>", "..."))]
-    if any(ch in "".join(body_lines) for ch in "|+="):
-        return None
-    document = " ".join(" ".join(prose).split())
-    if not (MIN_SUMMARY_WORDS <= len(summary.split()) <= MAX_SUMMARY_WORDS):
-        return None
-    if not (MIN_DOCUMENT_WORDS <= len(document.split()) <= MAX_DOCUMENT_WORDS):
-        return None
-    return summary, document
 
 
 def split_of(key: str, held_out_fraction: float) -> str:

@@ -1,0 +1,155 @@
+"""The large docstring corpus (data/pydocs.jsonl.gz) and the filters of scripts/ that build it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / "data" / "pydocs.jsonl.gz"
+sys.path.insert(0, str(REPO / "scripts"))
+
+import build_pydocs  # noqa: E402
+import docstring_filters as filters  # noqa: E402
+from docstring_filters import Rejected, extract_example  # noqa: E402
+
+COLUMNS = {"id", "module", "source", "split", "document", "summary"}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> pd.DataFrame:
+    import datasets
+
+    cache = tmp_path_factory.mktemp("hf-cache")
+    return datasets.load_dataset("json", data_files=str(CORPUS), cache_dir=str(cache))[
+        "train"
+    ].to_pandas()
+
+
+def test_corpus_loads_with_columns_and_split_sizes(corpus):
+    assert set(corpus.columns) == COLUMNS
+    assert set(corpus["split"]) == {"train", "test"}
+    sizes = corpus["split"].value_counts()
+    assert sizes["test"] >= 300 and sizes["train"] >= 3000
+
+
+def test_ids_are_unique(corpus):
+    assert not corpus["id"].duplicated().any()
+
+
+def test_splits_share_no_summary_and_no_module(corpus):
+    train, test = corpus[corpus["split"] == "train"], corpus[corpus["split"] == "test"]
+    assert not set(train["summary"]) & set(test["summary"])
+    assert not set(train["module"]) & set(test["module"])
+    assert not corpus["summary"].duplicated().any() and not corpus["document"].duplicated().any()
+
+
+def test_every_example_is_within_the_word_bounds(corpus):
+    summary_words = corpus["summary"].str.split().str.len()
+    document_words = corpus["document"].str.split().str.len()
+    assert summary_words.between(filters.MIN_SUMMARY_WORDS, filters.MAX_SUMMARY_WORDS).all()
+    assert document_words.between(filters.MIN_DOCUMENT_WORDS, filters.MAX_DOCUMENT_WORDS).all()
+
+
+def test_test_split_is_in_the_seeded_stable_order(corpus):
+    ids = corpus.loc[corpus["split"] == "test", "id"].tolist()
+    expected = sorted(ids, key=lambda i: (build_pydocs.stable_hash(f"0:{i}"), i))
+    assert ids == expected and ids != sorted(ids)
+
+
+# ---------------------------------------------------------------------------- filters
+
+PROSE = (
+    "The cache keeps the most recently used entries in memory and evicts the oldest one when "
+    "it is full. It is safe to share between threads, because every access takes a lock, and "
+    "it can be cleared at any time without losing data that was already written to the disk."
+)
+
+
+def docstring(summary: str, *paragraphs: str) -> str:
+    return "\n\n".join([summary, *paragraphs])
+
+
+def test_a_good_docstring_is_kept_whole():
+    summary, document = extract_example(docstring("Store values in a bounded cache.", PROSE))
+    assert summary == "Store values in a bounded cache."
+    assert document == PROSE
+
+
+def test_numpydoc_and_google_sections_and_doctests_are_stripped():
+    numpydoc = docstring(
+        "Store values in a bounded cache.",
+        PROSE,
+        "Parameters\n----------\nsize : int\n    The number of entries the cache can hold.",
+        "Returns\n-------\nCache\n    The new cache.",
+    )
+    google = docstring(
+        "Store values in a bounded cache.",
+        PROSE,
+        ">>> cache = Cache(3)\n>>> cache.get('a')",
+        "Args:\n    size (int): The number of entries the cache can hold.",
+    )
+    for doc in (numpydoc, google):
+        assert extract_example(doc) == ("Store values in a bounded cache.", PROSE)
+
+
+def test_a_body_of_only_parameters_is_rejected():
+    only_parameters = docstring(
+        "Store values in a bounded cache.",
+        "Parameters\n----------\n"
+        + "\n".join(f"arg{i} : int\n    The number {i} of the many numbers." for i in range(12)),
+    )
+    with pytest.raises(Rejected, match="document_length"):
+        extract_example(only_parameters)
+
+
+def test_inline_markup_is_rewritten_to_text():
+    text = "See :class:`~pkg.mod.Cache`, ``size`` and [`Trainer`] or [the docs](https://x.y/z)."
+    assert filters.clean_inline_markup(text) == "See Cache, size and Trainer or the docs."
+
+
+def test_non_english_is_rejected():
+    german = (
+        "Diese Funktion berechnet den gleitenden Mittelwert der Eingabedaten und gibt ihn als "
+        "neue Liste zurueck. Fehlende Werte werden dabei ignoriert, und leere Fenster liefern "
+        "keinen Wert. Die Fenstergroesse muss positiv sein, sonst wird ein Fehler ausgeloest, "
+        "damit der Aufrufer den Fehler sofort bemerkt und korrigieren kann."
+    )
+    assert not filters.is_english(german)
+    assert not filters.is_english("Сохраняет значения в кэше и возвращает их по запросу.")
+    assert filters.is_english(PROSE)
+    with pytest.raises(Rejected, match="not_english"):
+        extract_example(docstring("Berechnet den gleitenden Mittelwert der Daten.", german))
+
+
+def test_autogenerated_and_boilerplate_are_rejected():
+    generated = docstring(
+        "Store values in a bounded cache.", "This file is auto-generated, do not edit. " + PROSE
+    )
+    with pytest.raises(Rejected, match="autogenerated"):
+        extract_example(generated)
+    with pytest.raises(Rejected, match="boilerplate"):
+        extract_example(docstring("Return self==value, compared as the other entries are.", PROSE))
+
+
+def test_a_body_repeating_the_summary_is_rejected():
+    summary = "The cache keeps the most recently used entries in memory."
+    with pytest.raises(Rejected, match="summary_in_body"):
+        extract_example(docstring(summary, PROSE))
+
+
+def test_code_is_not_prose():
+    code = " ".join(f"x_{i} = f(y[{i}]) / 2;" for i in range(20)) + " Done."
+    assert not filters.looks_like_prose(code)
+    assert filters.looks_like_prose(PROSE)
+
+
+def test_module_groups_are_package_directories():
+    assert build_pydocs.module_name_and_group(
+        ("transformers", "models", "bert", "modeling_bert")
+    ) == ("transformers.models.bert.modeling_bert", "transformers.models.bert")
+    assert build_pydocs.module_name_and_group(("email", "__init__")) == ("email", "email")
+    assert build_pydocs.module_name_and_group(("argparse",)) == ("argparse", "argparse")
