@@ -62,3 +62,19 @@ def test_render_without_chat_template_and_missing_template(tiny_tokenizer):
     assert render_prompts(tiny_tokenizer, cfg, ["x"]) == ["Summarize: x"]
     with pytest.raises(DatasetError, match="no chat template"):
         render_prompts(tiny_tokenizer, cfg.model_copy(update={"use_chat_template": True}), ["x"])
+
+
+def test_gzipped_jsonl_loads_like_plain_jsonl(tmp_path):
+    import gzip
+
+    rows = [
+        {"id": str(i), "document": f"doc {i}", "summary": "s", "split": "test"} for i in range(3)
+    ]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    (tmp_path / "d.jsonl").write_text(text)
+    (tmp_path / "d.jsonl.gz").write_bytes(gzip.compress(text.encode()))
+    plain = load_prompts(DataConfig(dataset=str(tmp_path / "d.jsonl")), "test")
+    packed = load_prompts(DataConfig(dataset=str(tmp_path / "d.jsonl.gz")), "test")
+    pd.testing.assert_frame_equal(plain, packed)
+    with pytest.raises(DatasetError, match="not found"):
+        load_prompts(DataConfig(dataset=str(tmp_path / "missing.jsonl.gz")), "test")

@@ -68,6 +68,13 @@ def test_weighted_keeps_all_with_mean_weight_one_per_prompt():
     )
 
 
+@pytest.mark.parametrize("scheme", ["argmax", "softmax", "weighted"])
+def test_every_kept_row_carries_its_prompts_mean_reward_over_all_candidates(scheme):
+    table, _ = reweight(candidates({"a": [0.0, 1.0, 2.0], "b": [4.0]}), scheme, 1.0, 2, seed=0)
+    by_prompt = table.groupby("prompt_id")["prompt_mean_reward"].unique()
+    assert by_prompt["a"].tolist() == [1.0] and by_prompt["b"].tolist() == [4.0]
+
+
 def test_empty_and_unknown_scheme():
     with pytest.raises(ValueError, match="empty"):
         reweight(candidates({}).reindex(columns=["prompt_id", "reward"]), "argmax", 1.0, 1, 0)

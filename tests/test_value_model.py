@@ -7,11 +7,23 @@ from valuefn.model import TokenValueModel
 from valuefn.scoring import ValueEnsemble
 from valuefn.training import (
     ValueCollator,
-    ValueExample,
     ValueTrainingArguments,
     train_value_model,
     value_regression_loss,
 )
+
+
+def rows(*examples):
+    """Training rows from (prompt, response, ended, target[, weight]) tuples."""
+    import datasets
+
+    full = [(*e, 1.0) if len(e) == 4 else e for e in examples]
+    return datasets.Dataset.from_dict(
+        {
+            k: [e[i] for e in full]
+            for i, k in enumerate(("prompt", "response", "ended", "target", "weight"))
+        }
+    )
 
 
 def test_encode_pair_boundary_eos_and_left_truncation(tiny_tokenizer):
@@ -35,10 +47,12 @@ def test_encode_pair_boundary_eos_and_left_truncation(tiny_tokenizer):
 def test_collator_masks_exactly_the_response_states(tiny_tokenizer):
     collate = ValueCollator(tiny_tokenizer, max_length=64)
     batch = collate(
-        [
-            ValueExample("the list", "returns a value", ended=True, reward=0.5),
-            ValueExample("the list of data", "one", ended=False, reward=-1.0, weight=2.0),
-        ]
+        list(
+            rows(
+                ("the list", "returns a value", True, 0.5),
+                ("the list of data", "one", False, -1.0, 2.0),
+            )
+        )
     )
     # example 0: prompt 2 tokens, response 3 + EOS -> states read at positions 1..5
     assert batch["value_mask"][0].tolist() == [False, True, True, True, True, True]
@@ -78,10 +92,13 @@ def test_truncated_trunk_and_save_load_roundtrip(tiny_lm, tiny_tokenizer, tmp_pa
 def test_training_fits_rewards_and_ranks(tiny_lm, tiny_tokenizer, tmp_path):
     torch.manual_seed(0)
     model = TokenValueModel.from_causal_lm(str(tiny_lm))
-    examples = [
-        ValueExample("the document", "returns a value", True, reward=1.0),
-        ValueExample("the document", "list of file path", True, reward=-1.0),
-    ] * 8
+    examples = rows(
+        *[
+            ("the document", "returns a value", True, 1.0),
+            ("the document", "list of file path", True, -1.0),
+        ]
+        * 8
+    )
     args = ValueTrainingArguments(
         output_dir=str(tmp_path / "work"), learning_rate=3e-3, num_train_epochs=15,
         per_device_train_batch_size=8, logging_steps=1, use_cpu=True, disable_tqdm=True,
@@ -107,7 +124,7 @@ def test_nan_reward_is_rejected(tiny_lm, tiny_tokenizer, tmp_path):
     with pytest.raises(ValueError, match="non-finite reward in value training example 1"):
         train_value_model(
             model, tiny_tokenizer,
-            [ValueExample("a", "b", True, 1.0), ValueExample("a", "b", True, float("nan"))], args,
+            rows(("a", "b", True, 1.0), ("a", "b", True, float("nan"))), args,
         )  # fmt: skip
 
 
@@ -157,3 +174,38 @@ def test_a_value_model_that_cannot_read_the_text_is_refused(tiny_lm, tiny_tokeni
     assert ensemble.score(["the list"], ["returns a value"], [True]).shape == (1,)
     with pytest.raises(ValueError, match=r"cannot read the candidates: 100% of their tokens"):
         ensemble.score(["the list"], ["Zebras quantum-leap über"], [False])
+
+
+def test_a_fresh_head_starts_at_the_targets_mean_and_keeps_it_when_saved(
+    tiny_lm, tiny_tokenizer, tmp_path
+):
+    from valuefn.training import standardise_targets
+
+    model = TokenValueModel.from_causal_lm(str(tiny_lm))
+    torch.nn.init.zeros_(model.value_head.weight)
+    standardise_targets(model, rows(("a", "b", True, 0.5), ("a", "c", True, 0.7)))
+    assert model.target_mean == pytest.approx(0.6) and model.target_scale == pytest.approx(0.1)
+    ids = torch.tensor([tiny_tokenizer("the list of data").input_ids])
+    assert model(ids, torch.ones_like(ids)).tolist()[0] == pytest.approx([0.6] * ids.shape[1])
+    model.save(tmp_path / "v", tiny_tokenizer)
+    loaded = TokenValueModel.load(tmp_path / "v")
+    assert (loaded.target_mean, loaded.target_scale) == (model.target_mean, model.target_scale)
+
+
+def test_advantage_targets_subtract_the_prompts_mean_reward():
+    import pandas as pd
+
+    from iro.pipeline.value_training import value_rows
+
+    table = pd.DataFrame(
+        {
+            "prompt_text": ["p", "p"],
+            "response": ["a", "b"],
+            "ended": [True, False],
+            "reward": [0.9, 0.5],
+            "prompt_mean_reward": [0.6, 0.6],
+            "weight": [1.0, 1.0],
+        }
+    )
+    assert value_rows(table, "advantage")["target"] == pytest.approx([0.3, -0.1])
+    assert value_rows(table, "reward")["target"] == pytest.approx([0.9, 0.5])

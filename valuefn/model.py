@@ -4,8 +4,13 @@ V(x, y<t) is the head's output at the last token of prompt x followed by respons
 so one forward pass over (x, y) gives the value of every prefix of y at once. The trunk may keep
 only its first N layers so that training and scoring fit a CPU budget.
 
+The head predicts a standardised value: V = target_mean + target_scale * head(h), with the mean
+and scale of the training targets set before training. Rewards then need no particular range, and
+a fresh head starts at the targets' mean instead of at zero (a value model that cannot even fit a
+constant cannot guide a search).
+
 Saved as a self-contained directory: config.json (the trunk's config), model.safetensors (trunk
-and head), the tokenizer, and value_model.json (what the head is).
+and head), the tokenizer, and value_model.json (the head and its target statistics).
 """
 
 from __future__ import annotations
@@ -32,18 +37,24 @@ class TokenValueModel(nn.Module):
         self.value_head = nn.Linear(trunk.config.hidden_size, 1)
         nn.init.normal_(self.value_head.weight, std=1.0 / (trunk.config.hidden_size + 1))
         nn.init.zeros_(self.value_head.bias)
+        self.target_mean = 0.0
+        self.target_scale = 1.0
+
+    def read_values(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Hidden states (..., hidden) -> values (...) in the targets' units."""
+        return self.target_mean + self.target_scale * self.value_head(hidden).squeeze(-1).float()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Values of shape (batch, seq): entry t is V of the text up to and including token t."""
         hidden = self.trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return self.value_head(hidden).squeeze(-1).float()
+        return self.read_values(hidden)
 
     @torch.no_grad()
     def prefill(self, prompt_ids: list[int]) -> tuple[object, float]:
         """Run a prompt once: its KV cache (for `extend`) and V at its last token (empty response)."""
         ids = torch.tensor([prompt_ids])
         out = self.trunk(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
-        last_value = self.value_head(out.last_hidden_state[0, -1]).item()
+        last_value = self.read_values(out.last_hidden_state[0, -1]).item()
         return out.past_key_values, last_value
 
     @torch.no_grad()
@@ -64,7 +75,7 @@ class TokenValueModel(nn.Module):
             past_key_values=cache,
             use_cache=True,
         )
-        return self.value_head(out.last_hidden_state).squeeze(-1).float()
+        return self.read_values(out.last_hidden_state)
 
     @torch.no_grad()
     def advance(self, cache, token_id: int) -> object:
@@ -104,7 +115,12 @@ class TokenValueModel(nn.Module):
         save_file(state, directory / WEIGHTS)
         atomic_write_json(
             directory / VALUE_META,
-            {"kind": "token_value_model", "hidden_size": self.config.hidden_size},
+            {
+                "kind": "token_value_model",
+                "hidden_size": self.config.hidden_size,
+                "target_mean": self.target_mean,
+                "target_scale": self.target_scale,
+            },
         )
 
     @classmethod
@@ -115,8 +131,10 @@ class TokenValueModel(nn.Module):
         meta_path = directory / VALUE_META
         if not meta_path.is_file():
             raise FileNotFoundError(f"{directory} is not a saved value model (no {VALUE_META})")
-        json.loads(meta_path.read_text())
+        meta = json.loads(meta_path.read_text())
         trunk = AutoModel.from_config(AutoConfig.from_pretrained(directory))
         model = cls(trunk)
         model.load_state_dict(load_file(directory / WEIGHTS))
+        model.target_mean = float(meta.get("target_mean", 0.0))
+        model.target_scale = float(meta.get("target_scale", 1.0))
         return model

@@ -14,9 +14,12 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import datasets
+import numpy as np
 import torch
-from transformers import Trainer, TrainerCallback
+from transformers import Trainer
 from trl import RewardConfig
 from trl.trainer.utils import disable_dropout_in_model
 
@@ -25,14 +28,8 @@ from valuefn.model import TokenValueModel
 
 log = logging.getLogger(__name__)
 
-
-@dataclass
-class ValueExample:
-    prompt: str
-    response: str
-    ended: bool
-    reward: float
-    weight: float = 1.0
+# The columns of a value-training set: what the value model reads and the target it regresses to.
+COLUMNS = ("prompt", "response", "ended", "target", "weight")
 
 
 @dataclass
@@ -46,34 +43,33 @@ class ValueTrainingArguments(RewardConfig):
 
 
 class ValueCollator:
-    """Tokenise a batch and build per-position targets and the response mask."""
+    """Tokenise a batch of rows and build per-position targets and the response mask."""
 
     def __init__(self, tokenizer, max_length: int):
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
-    def __call__(self, examples: Sequence[ValueExample]) -> dict[str, torch.Tensor]:
+    def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         pairs = [
-            encode_pair(self.tokenizer, e.prompt, e.response, e.ended, self.max_length)
-            for e in examples
+            encode_pair(self.tokenizer, r["prompt"], r["response"], r["ended"], self.max_length)
+            for r in rows
         ]
-        width = max(len(p.input_ids) for p in pairs)
-        input_ids = torch.full((len(pairs), width), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(pairs), width), dtype=torch.long)
-        value_mask = torch.zeros((len(pairs), width), dtype=torch.bool)
-        for row, pair in enumerate(pairs):
-            n = len(pair.input_ids)
-            input_ids[row, :n] = torch.tensor(pair.input_ids)
-            attention_mask[row, :n] = 1
-            # states y<0 (empty response, read at the last prompt token) .. after the last token
-            value_mask[row, pair.prompt_len - 1 : n] = True
+        input_ids = torch.nn.utils.rnn.pad_sequence(
+            [torch.tensor(p.input_ids) for p in pairs], batch_first=True, padding_value=self.pad_id
+        )
+        lengths = torch.tensor([len(p.input_ids) for p in pairs])
+        positions = torch.arange(input_ids.shape[1])
+        attention_mask = (positions[None, :] < lengths[:, None]).long()
+        # states y<0 (empty response, read at the last prompt token) .. after the last token
+        starts = torch.tensor([p.prompt_len - 1 for p in pairs])
+        value_mask = (positions[None, :] >= starts[:, None]) & attention_mask.bool()
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "value_mask": value_mask,
-            "targets": torch.tensor([e.reward for e in examples], dtype=torch.float32),
-            "weights": torch.tensor([e.weight for e in examples], dtype=torch.float32),
+            "targets": torch.tensor([r["target"] for r in rows], dtype=torch.float32),
+            "weights": torch.tensor([r["weight"] for r in rows], dtype=torch.float32),
         }
 
 
@@ -98,58 +94,53 @@ class ValueTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         values = model(inputs["input_ids"], inputs["attention_mask"])
+        scale = model.target_scale  # regress in standardised units: the lr means the same always
         loss = value_regression_loss(
-            values, inputs["targets"], inputs["value_mask"], inputs["weights"]
+            values / scale, inputs["targets"] / scale, inputs["value_mask"], inputs["weights"]
         )
         return (loss, values) if return_outputs else loss
 
 
-class _LossHistory(TrainerCallback):
-    def __init__(self):
-        self.losses: list[float] = []
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
-            self.losses.append(float(logs["loss"]))
-
-
-class _ListDataset(torch.utils.data.Dataset):
-    def __init__(self, items: Sequence[ValueExample]):
-        self.items = list(items)
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> ValueExample:
-        return self.items[index]
+def standardise_targets(model: TokenValueModel, rows: datasets.Dataset) -> None:
+    """Set the head's output affine to the (weighted) mean and spread of the targets."""
+    targets, weights = np.asarray(rows["target"]), np.asarray(rows["weight"])
+    mean = float(np.average(targets, weights=weights))
+    spread = float(np.sqrt(np.average((targets - mean) ** 2, weights=weights)))
+    model.target_mean = mean
+    model.target_scale = spread if spread > 1e-8 else 1.0
 
 
 def train_value_model(
     model: TokenValueModel,
     tokenizer,
-    examples: Sequence[ValueExample],
+    rows: datasets.Dataset,
     args: ValueTrainingArguments,
 ) -> dict[str, float]:
-    """Train in place; returns loss metrics (first and last logged loss, final mean loss)."""
-    if not examples:
+    """Train in place on rows with `COLUMNS`; returns loss metrics (in standardised units)."""
+    if len(rows) == 0:
         raise ValueError("no training examples for the value model")
-    bad = [i for i, e in enumerate(examples) if not math.isfinite(e.reward)]
+    missing = [c for c in COLUMNS if c not in rows.column_names]
+    if missing:
+        raise ValueError(f"value training rows lack columns {missing}")
+    bad = [i for i, t in enumerate(rows["target"]) if not math.isfinite(t)]
     if bad:
         raise ValueError(f"non-finite reward in value training example {bad[0]}")
-    history = _LossHistory()
+    standardise_targets(model, rows)
     trainer = ValueTrainer(
         model=model,
         args=args,
-        train_dataset=_ListDataset(examples),
+        train_dataset=rows,
         data_collator=ValueCollator(tokenizer, args.max_length),
-        callbacks=[history],
     )
     result = trainer.train()
     model.eval()
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {
         "train_loss": float(result.training_loss),
-        "first_logged_loss": history.losses[0] if history.losses else float("nan"),
-        "last_logged_loss": history.losses[-1] if history.losses else float("nan"),
+        "first_logged_loss": losses[0] if losses else float("nan"),
+        "last_logged_loss": losses[-1] if losses else float("nan"),
         "steps": float(result.global_step),
-        "examples": float(len(examples)),
+        "examples": float(len(rows)),
+        "target_mean": model.target_mean,
+        "target_scale": model.target_scale,
     }

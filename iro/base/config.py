@@ -173,6 +173,25 @@ class ReweightConfig(Section):
     resample_size: int = Field(1, ge=1, description="draws per prompt for softmax resampling")
 
 
+class ValueTrainingConfig(BaseModel):
+    """Passed as is to TRL's RewardConfig (transformers' TrainingArguments): the names are theirs.
+
+    Keys beyond the ones below (weight_decay, warmup_ratio, bf16, gradient_checkpointing, ...)
+    are passed through too; a name TrainingArguments does not know stops the value stage.
+    Paper: AdamW lr 3e-6, eps 1e-5, cosine, no warm-up, 10 epochs, effective batch 256.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    learning_rate: float = Field(1e-4, gt=0)
+    adam_epsilon: float = Field(1e-5, gt=0)
+    lr_scheduler_type: str = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    num_train_epochs: float = Field(2.0, gt=0)
+    per_device_train_batch_size: int = Field(16, ge=1)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+
+
 class ValueModelConfig(Section):
     backbone: str = Field(EMBEDDED_MODEL, description="causal LM whose trunk reads the text")
     num_layers: int | None = Field(4, ge=1, description="keep only the first N layers; null = all")
@@ -180,13 +199,12 @@ class ValueModelConfig(Section):
         1.0, description="V_i enters the search as V_i / beta_i; a list gives beta_i per iteration"
     )
     max_length: int = Field(512, ge=16)
-    # Training (Monte-Carlo regression; paper: AdamW lr 3e-6, eps 1e-5, cosine, 10 epochs, batch 256)
-    learning_rate: float = Field(5e-5, gt=0)
-    adam_epsilon: float = Field(1e-5, gt=0)
-    lr_scheduler: str = "cosine"
-    epochs: float = Field(2.0, gt=0)
-    batch_size: int = Field(8, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
+    target: Literal["reward", "advantage"] = Field(
+        "advantage",
+        description="regress to the reward, or to the reward minus its prompt's mean over all "
+        "scored candidates (the search only compares candidates of one prompt)",
+    )
+    training: ValueTrainingConfig = Field(default_factory=ValueTrainingConfig)
     init_from_previous: bool = Field(True, description="V_k starts from V_{k-1}")
     score_batch_size: int = Field(16, ge=1)
 

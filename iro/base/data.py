@@ -10,6 +10,13 @@ import pandas as pd
 from iro.base.config import DataConfig
 
 LOCAL_FORMATS = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv"}
+COMPRESSED = (".gz", ".bz2", ".xz", ".zst")  # datasets reads these transparently
+
+
+def local_format(path: Path) -> str | None:
+    """The `datasets` builder for a local file (data.jsonl or data.jsonl.gz), None if not local."""
+    suffixes = path.suffixes[-2:] if path.suffix in COMPRESSED else path.suffixes[-1:]
+    return LOCAL_FORMATS.get(suffixes[0]) if suffixes else None
 
 
 class DatasetError(ValueError):
@@ -20,10 +27,11 @@ def _load_split(cfg: DataConfig, split: str) -> pd.DataFrame:
     import datasets
 
     path = Path(cfg.dataset).expanduser()
-    if path.suffix in LOCAL_FORMATS:
+    builder = local_format(path)
+    if builder is not None:
         if not path.is_file():
             raise DatasetError(f"dataset file not found: {path}")
-        frame = datasets.load_dataset(LOCAL_FORMATS[path.suffix], data_files=str(path))["train"]
+        frame = datasets.load_dataset(builder, data_files=str(path))["train"]
         frame = frame.to_pandas()
         if cfg.split_field and cfg.split_field in frame.columns:
             frame = frame[frame[cfg.split_field] == split]

@@ -2,14 +2,15 @@
 
 Within each prompt, the target distribution is pi_base * exp(r / beta); the candidates were drawn
 from the current policy, so self-normalised weights w_i = softmax(r_i / beta) over the prompt's
-candidates approximate it. Three ways to use them (METHOD.md):
+candidates approximate it. Three ways to use them (docs/method.md):
 
 - argmax: keep the best candidate per prompt (the official code);
 - softmax: draw `resample_size` candidates per prompt with probability w_i;
 - weighted: keep every candidate, with loss weight n * w_i (mean weight 1 per prompt).
 
 ESS = (sum w)^2 / sum w^2 per prompt says how degenerate the weights are (1 = one candidate
-dominates, n = uniform).
+dominates, n = uniform). Every kept row also carries `prompt_mean_reward`, the mean reward of all
+its prompt's candidates, so that a value model can regress to the advantage r - mean.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def reweight(
             rows = group.assign(weight=weights * len(group))
         else:
             raise ValueError(f"unknown reweighting scheme {scheme!r}")
-        kept.append(rows)
+        kept.append(rows.assign(prompt_mean_reward=float(group["reward"].mean())))
     table = pd.concat(kept, ignore_index=True)
     metrics = {
         "ess_mean": float(np.mean(ess)),

@@ -2,27 +2,52 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
+import datasets
 import pandas as pd
 import torch
 
-from iro.base.config import RunConfig
+from iro.base.config import ConfigError, RunConfig
 from iro.base.models import resolve_model
-from valuefn.training import ValueExample, ValueTrainingArguments, train_value_model
+from valuefn.training import ValueTrainingArguments, train_value_model
 
 
-def value_examples(table: pd.DataFrame) -> list[ValueExample]:
-    return [
-        ValueExample(
-            prompt=row.prompt_text,
-            response=row.response,
-            ended=bool(row.ended),
-            reward=float(row.reward),
-            weight=float(row.weight),
-        )
-        for row in table.itertuples()
-    ]
+def value_rows(table: pd.DataFrame, target: str) -> datasets.Dataset:
+    """The training rows: what the value model reads, and the reward or advantage it regresses to."""
+    regress_to = table["reward"]
+    if target == "advantage":
+        regress_to = table["reward"] - table["prompt_mean_reward"]
+    frame = pd.DataFrame(
+        {
+            "prompt": table["prompt_text"],
+            "response": table["response"],
+            "ended": table["ended"].astype(bool),
+            "target": regress_to.astype(float),
+            "weight": table["weight"].astype(float),
+        }
+    )
+    return datasets.Dataset.from_pandas(frame, preserve_index=False)
+
+
+def training_arguments(cfg: RunConfig, work_dir: Path) -> ValueTrainingArguments:
+    """`value.training` as given, plus what the pipeline fixes (paths, seed, device, logging)."""
+    given = cfg.value.training.model_dump()
+    known = {f.name for f in dataclasses.fields(ValueTrainingArguments)}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise ConfigError(f"value.training: {unknown} are not TrainingArguments fields")
+    return ValueTrainingArguments(
+        **given,
+        output_dir=str(work_dir),
+        max_length=cfg.value.max_length,
+        logging_steps=5,
+        seed=cfg.seed,
+        use_cpu=not torch.cuda.is_available(),
+        disable_tqdm=True,
+        report_to="none",
+    )
 
 
 def train_value(
@@ -34,6 +59,7 @@ def train_value(
     from valuefn.model import TokenValueModel
 
     v = cfg.value
+    args = training_arguments(cfg, work_dir)
     torch.manual_seed(cfg.seed)
     if init_dir is not None:
         model = TokenValueModel.load(init_dir)
@@ -42,21 +68,6 @@ def train_value(
         backbone = resolve_model(v.backbone, cfg.cache_dir)
         model = TokenValueModel.from_causal_lm(backbone, v.num_layers, cfg.policy.trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(backbone)
-    args = ValueTrainingArguments(
-        output_dir=str(work_dir),
-        learning_rate=v.learning_rate,
-        adam_epsilon=v.adam_epsilon,
-        lr_scheduler_type=v.lr_scheduler,
-        warmup_steps=0,
-        num_train_epochs=v.epochs,
-        per_device_train_batch_size=v.batch_size,
-        gradient_accumulation_steps=v.gradient_accumulation_steps,
-        max_length=v.max_length,
-        logging_steps=5,
-        seed=cfg.seed,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True,
-    )
-    metrics = train_value_model(model, tokenizer, value_examples(table), args)
+    metrics = train_value_model(model, tokenizer, value_rows(table, v.target), args)
     model.save(out_dir, tokenizer)
     return metrics

@@ -78,3 +78,39 @@ def reward_outcomes(method: np.ndarray, baseline: np.ndarray) -> list[int]:
     if not (np.isfinite(method).all() and np.isfinite(baseline).all()):
         raise ValueError("reward win rate needs finite rewards on both sides")
     return np.sign(method - baseline).astype(int).tolist()
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    mean: float
+    ci_low: float
+    ci_high: float
+    prompts: int
+
+
+def paired_bootstrap(
+    per_prompt: np.ndarray, resamples: int = 2000, seed: int = 0, level: float = 0.95
+) -> BootstrapInterval:
+    """The mean over prompts of a per-prompt quantity, with a percentile bootstrap interval.
+
+    Resampling prompts (not samples) keeps each prompt's pairing intact: pass the per-prompt
+    difference between two methods (averaged over seeds) to compare them on the same prompts, or
+    one method's per-prompt outcome for its own interval. The difference is supported at `level`
+    only when the interval excludes zero.
+    """
+    values = np.asarray(per_prompt, dtype=np.float64)
+    if values.ndim != 1 or len(values) == 0:
+        raise ValueError("a bootstrap needs a non-empty 1-d array of per-prompt values")
+    if not np.isfinite(values).all():
+        raise ValueError("a bootstrap needs finite per-prompt values")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(values), size=(resamples, len(values)))
+    means = values[picks].mean(axis=1)
+    tail = (1 - level) / 2
+    low, high = np.quantile(means, [tail, 1 - tail])
+    return BootstrapInterval(float(values.mean()), float(low), float(high), len(values))
+
+
+def win_outcomes(method_rewards, baseline_rewards) -> np.ndarray:
+    """Per prompt: 1 if the method's reward is higher, 0.5 on a tie, 0 if lower."""
+    return (np.asarray(reward_outcomes(method_rewards, baseline_rewards), dtype=float) + 1) / 2

@@ -1,0 +1,373 @@
+"""Does IRO beat best-of-N at equal compute? One run that answers with intervals.
+
+    python benchmarks/iro_vs_bon.py --size quick        # minutes: development
+    python benchmarks/iro_vs_bon.py --size full         # the README's numbers (<= 60 min here)
+
+In one process, on the same held-out prompts, seeds and reward:
+- trains IRO iterations 1..K through the pipeline (artifacts reused from the store on a rerun);
+- for each evaluation seed: draws 16 plain samples per prompt once, which give the base model
+  (sample 1), best-of-U for U = 4, 8, 16 (the best of the first U samples: the same draws a
+  best-of-U run would make), and the value models' quality on them; then runs IRO iteration k at
+  U = w*k = 4 (and the last iteration at U = 16), and ARGS on a prefix of the prompts;
+- win rate against the reference and mean reward per method, with 95% paired-bootstrap intervals
+  over prompts (each prompt's outcome averaged over seeds), and the paired differences the claim
+  rests on (IRO at U=4 minus BoN-4, iteration 2 minus iteration 1, IRO at U=4 minus BoN-16);
+- how well V_k ranks partial responses (after 8, 16, 24 tokens) of held-out plain samples.
+
+Writes benchmarks/results/iro_vs_bon-<size>.json and .md and two PNG plots beside them.
+Seeds vary the decoding; the value models are trained once (config seed), which the report says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from iro.app.environment import prepare_environment
+from iro.base.config import RunConfig, load_config, parse_override
+from iro.base.data import eval_slice, load_prompts
+from iro.base.fsutil import atomic_write_json, atomic_write_text
+from iro.base.store import Artifact
+from iro.pipeline.decoder import decode
+from iro.pipeline.generation import generate, policy_tokenizer
+from iro.pipeline.guidance import build_value_ensemble
+from iro.pipeline.runner import VALUE_DIR, Pipeline
+from iro.pipeline.scoring import build_run_reward, score_table
+from iro.reports.stats import paired_bootstrap, win_outcomes
+from valuefn.diagnostics import prefix_quality
+from valuefn.search import SearchSettings
+
+log = logging.getLogger("benchmarks.iro_vs_bon")
+RESULTS = Path(__file__).parent / "results"
+BON_US = (4, 8, 16)
+EVAL_SEED_BASE = 7919
+
+SIZES: dict[str, dict[str, Any]] = {
+    "quick": {
+        "overrides": {"data.prompts_per_iteration": 128, "data.eval_prompts": 64, "iterations": 2},
+        "seeds": (0, 1, 2),
+        "args_prompts": 16,
+        "large_u": False,
+    },
+    "full": {
+        "overrides": {"data.prompts_per_iteration": 512, "data.eval_prompts": 300, "iterations": 3},
+        "seeds": (0, 1, 2),
+        "args_prompts": 48,
+        "large_u": True,
+    },
+}
+
+
+def train_iterations(pipeline: Pipeline) -> tuple[list[Artifact], list[dict[str, Any]]]:
+    values, summary = [], []
+    for k in range(1, pipeline.cfg.iterations + 1):
+        started = time.time()
+        stages = pipeline.iteration(k, values)
+        values.append(stages["value"])
+        summary.append(
+            {
+                "iteration": k,
+                "seconds": round(time.time() - started, 1),
+                "rollout_reward_mean": stages["score"].metrics["reward_mean"],
+                "reweight": stages["reweight"].metrics,
+                "value_training": stages["value"].metrics,
+            }
+        )
+        log.info("iteration %d: %s", k, summary[-1])
+    return values, summary
+
+
+def with_search(cfg: RunConfig, beams: int, children: int) -> RunConfig:
+    search = cfg.search.model_copy(update={"beams": beams, "children": children})
+    return cfg.model_copy(update={"search": search})
+
+
+def sample_pool(cfg: RunConfig, prompts: pd.DataFrame, seed: int) -> pd.DataFrame:
+    """16 plain samples per prompt, scored, in draw order (candidate 0 is the first draw)."""
+    settings = SearchSettings.best_of_n(max(BON_US), cfg.sampling.max_new_tokens)
+    pool = generate(cfg, prompts, settings, [], seed, guided=False)
+    return score_table(build_run_reward(cfg), pool)
+
+
+def pool_methods(pool: pd.DataFrame) -> dict[tuple[str, int], pd.Series]:
+    """base (the first draw) and best-of-U (the best of the first U draws), per prompt."""
+    by_prompt = pool.sort_values(["prompt_id", "candidate"]).groupby("prompt_id", sort=False)
+    methods = {("base", 1): by_prompt["reward"].first()}
+    for u in BON_US:
+        methods[(f"bon-{u}", u)] = by_prompt["reward"].apply(lambda r, u=u: r.iloc[:u].max())
+    return methods
+
+
+def decoded_rewards(cfg: RunConfig, prompts, method: str, value_dirs, seed: int) -> pd.Series:
+    outputs = decode(cfg, prompts, method, value_dirs, seed)
+    if "reward" not in outputs.columns:
+        outputs = score_table(build_run_reward(cfg), outputs)
+    return outputs.set_index("prompt_id")["reward"]
+
+
+def value_quality(cfg: RunConfig, values: list[Artifact], pool: pd.DataFrame) -> list[dict]:
+    """V_k alone and the guidance sum over V_1..V_k, on held-out plain samples."""
+    tokenizer = policy_tokenizer(cfg)
+    advantage = pool["reward"] - pool.groupby("prompt_id")["reward"].transform("mean")
+    targets = advantage if cfg.value.target == "advantage" else pool["reward"]
+    rows = []
+    for k in range(1, len(values) + 1):
+        dirs = [v.file(VALUE_DIR) for v in values[:k]]
+        for label, ensemble_dirs in (("V_k", dirs[-1:]), ("sum V_1..V_k", dirs)):
+            if label == "sum V_1..V_k" and k == 1:
+                continue
+            ensemble = build_value_ensemble(cfg, ensemble_dirs)
+            quality = prefix_quality(
+                ensemble.score, tokenizer, pool["prompt_id"].tolist(),
+                pool["prompt_text"].tolist(), pool["response"].tolist(), pool["ended"].tolist(),
+                pool["reward"].to_numpy(), targets.to_numpy(),
+            )  # fmt: skip
+            rows += [{"iteration": k, "value": label, **asdict(q)} for q in quality]
+    return rows
+
+
+def summarise(rewards: pd.DataFrame, reference: pd.Series) -> tuple[list[dict], list[dict]]:
+    """Per-method intervals and the paired differences, from long-format per-prompt rewards."""
+    rewards = rewards.assign(
+        win=lambda d: win_outcomes(d["reward"].to_numpy(), reference.loc[d["prompt_id"]].to_numpy())
+    )
+    per_prompt = rewards.groupby(["method", "u", "prompt_id"])[["win", "reward"]].mean()
+    methods = []
+    for (method, u), frame in per_prompt.groupby(level=["method", "u"], sort=False):
+        win, reward = paired_bootstrap(frame["win"].to_numpy()), paired_bootstrap(frame["reward"])
+        methods.append(
+            {
+                "method": method, "u": int(u), "prompts": win.prompts,
+                "seeds": int(rewards.loc[rewards["method"] == method, "seed"].nunique()),
+                "win_rate": win.mean, "win_ci": [win.ci_low, win.ci_high],
+                "mean_reward": reward.mean, "reward_ci": [reward.ci_low, reward.ci_high],
+            }
+        )  # fmt: skip
+    wins = per_prompt["win"].droplevel("u").unstack("method")
+    iro = sorted(m for m in wins.columns if m.startswith("iro-iter") and "-u" not in m)
+    pairs = [(m, "bon-4") for m in iro] + [(m, "bon-16") for m in iro[-1:]]
+    pairs += [(later, earlier) for earlier, later in itertools.pairwise(iro)]
+    pairs += [(m, "bon-16") for m in wins.columns if m.endswith("-u16")]
+    differences = []
+    for a, b in pairs:
+        both = wins[[a, b]].dropna()
+        diff = paired_bootstrap((both[a] - both[b]).to_numpy())
+        supported = diff.ci_low > 0 or diff.ci_high < 0
+        differences.append(
+            {"a": a, "b": b, "win_rate_difference": diff.mean,
+             "ci": [diff.ci_low, diff.ci_high], "prompts": diff.prompts, "supported": supported}
+        )  # fmt: skip
+    return methods, differences
+
+
+def plot(methods: list[dict], out_stem: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    table = pd.DataFrame(methods)
+    paths = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bon = table[table["method"].str.match(r"^(base|bon-\d+)$")].sort_values("u")
+    ax.errorbar(
+        bon["u"], 100 * bon["win_rate"],
+        yerr=100 * np.abs(np.array(bon["win_ci"].tolist()).T - bon["win_rate"].to_numpy()),
+        marker="o", capsize=3, label="best-of-U (U=1: base)",
+    )  # fmt: skip
+    for _, row in table[table["method"].str.startswith(("iro", "args"))].iterrows():
+        err = 100 * np.abs(np.array([row["win_ci"]]).T - row["win_rate"])
+        ax.errorbar([row["u"]], [100 * row["win_rate"]], yerr=err, marker="s", capsize=3,
+                    label=row["method"])  # fmt: skip
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("U: samples per prompt")
+    ax.set_ylabel("win rate vs reference (%)")
+    ax.set_title("Test-time scaling (95% paired-bootstrap intervals)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(str(out_stem) + "-scaling.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    iro = table[table["method"].str.match(r"^iro-iter\d+$")]
+    ks = iro["method"].str.extract(r"(\d+)")[0].astype(int)
+    err = 100 * np.abs(np.array(iro["win_ci"].tolist()).T - iro["win_rate"].to_numpy())
+    ax.errorbar(ks, 100 * iro["win_rate"], yerr=err, marker="s", capsize=3, label="IRO, U=4")
+    for name, style in (("bon-4", "--"), ("bon-16", ":")):
+        rate = table.loc[table["method"] == name, "win_rate"]
+        if len(rate):
+            ax.axhline(100 * rate.iloc[0], linestyle=style, color="gray", label=name)
+    ax.set_xticks(sorted(ks))
+    ax.set_xlabel("IRO iteration")
+    ax.set_ylabel("win rate vs reference (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(str(out_stem) + "-iterations.png")
+    fig.savefig(paths[-1], dpi=120)
+    plt.close(fig)
+    return paths
+
+
+def markdown(result: dict[str, Any]) -> str:
+    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
+    lines = [
+        f"# IRO vs best-of-N ({result['size']})",
+        "",
+        f"{result['prompts']} held-out prompts, decoding seeds {result['seeds']}, value models "
+        f"trained once (seed {result['train_seed']}); {result['seconds']:.0f} s in all. "
+        "Intervals: 95% paired bootstrap over prompts, each prompt's outcome averaged over seeds.",
+        "",
+        "| method | U | win rate vs reference | 95% interval | mean reward | 95% interval |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for m in result["methods"]:
+        lines.append(
+            f"| {m['method']} | {m['u']} | {pct(m['win_rate'])}% | [{pct(m['win_ci'][0])}, "
+            f"{pct(m['win_ci'][1])}] | {m['mean_reward']:.4f} | [{m['reward_ci'][0]:.4f}, "
+            f"{m['reward_ci'][1]:.4f}] |"
+        )
+    lines += [
+        "",
+        "| comparison | win-rate difference | 95% interval | supported |",
+        "| --- | --- | --- | --- |",
+    ]
+    for d in result["differences"]:
+        lines.append(
+            f"| {d['a']} − {d['b']} | {pct(d['win_rate_difference'])} pts | "
+            f"[{pct(d['ci'][0])}, {pct(d['ci'][1])}] | {'yes' if d['supported'] else 'no'} |"
+        )
+    lines += [
+        "",
+        "Value quality on held-out plain samples (pairwise accuracy: share of a prompt's "
+        "candidate pairs that V at the prefix orders as the final reward does; 0.5 = chance):",
+        "",
+        "| iteration | value | prefix tokens | pairwise accuracy | Spearman | RMSE | RMSE of a constant |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for q in result["value_quality"]:
+        lines.append(
+            f"| {q['iteration']} | {q['value']} | {q['prefix_tokens']} | "
+            f"{q['pairwise_accuracy']:.3f} | {q['spearman']:.3f} | {q['rmse']:.4f} | "
+            f"{q['rmse_constant']:.4f} |"
+        )
+    lines += ["", "Training per iteration:", ""]
+    for t in result["training"]:
+        v = t["value_training"]
+        lines.append(
+            f"- iteration {t['iteration']}: {t['seconds']} s, rollout reward "
+            f"{t['rollout_reward_mean']:.4f}, value loss {v['first_logged_loss']:.3f} → "
+            f"{v['last_logged_loss']:.3f} (standardised; a constant scores 0.5), "
+            f"{int(v['examples'])} rows"
+        )
+    lines += ["", *[f"![plot]({Path(p).name})" for p in result["plots"]], ""]
+    return "\n".join(lines)
+
+
+def run(size: str, config: str, overrides: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    started = time.time()
+    spec = SIZES[size]
+    cfg = load_config(config, {**spec["overrides"], "run_name": f"bench-{size}", **overrides})
+    pipeline = Pipeline(cfg)
+    values, training = train_iterations(pipeline)
+    value_dirs = [v.file(VALUE_DIR) for v in values]
+
+    prompts = eval_slice(load_prompts(cfg.data, cfg.data.eval_split), cfg.data.eval_prompts)
+    reward = build_run_reward(cfg)
+    reference = pd.Series(
+        reward.score(prompts["prompt"].tolist(), prompts["reference"].tolist()),
+        index=prompts["id"].to_numpy(),
+    )
+    long_rows, quality, timings = [], [], {}
+
+    def add(method: str, u: int, seed: int, rewards: pd.Series) -> None:
+        long_rows.extend(
+            {"method": method, "u": u, "seed": seed, "prompt_id": p, "reward": float(r)}
+            for p, r in rewards.items()
+        )
+
+    for seed in spec["seeds"]:
+        eval_seed = EVAL_SEED_BASE + 1000 * seed
+        t0 = time.time()
+        pool = sample_pool(cfg, prompts, eval_seed)
+        for (method, u), rewards in pool_methods(pool).items():
+            add(method, u, seed, rewards)
+        timings[f"seed{seed}-samples"] = time.time() - t0
+        if seed == spec["seeds"][0]:
+            quality = value_quality(cfg, values, pool)
+        for k in range(1, len(values) + 1):
+            t0 = time.time()
+            u = cfg.search.budget_u
+            add(
+                f"iro-iter{k}",
+                u,
+                seed,
+                decoded_rewards(cfg, prompts, "iro", value_dirs[:k], eval_seed),
+            )
+            timings[f"seed{seed}-iro-iter{k}"] = time.time() - t0
+        if spec["large_u"]:
+            t0 = time.time()
+            k = len(values)
+            wide = with_search(cfg, 4, 4)
+            add(
+                f"iro-iter{k}-u16",
+                16,
+                seed,
+                decoded_rewards(wide, prompts, "iro", value_dirs, eval_seed),
+            )
+            timings[f"seed{seed}-iro-u16"] = time.time() - t0
+        if spec["args_prompts"]:
+            t0 = time.time()
+            subset = prompts.head(spec["args_prompts"])
+            add("args", 1, seed, decoded_rewards(cfg, subset, "args", [], eval_seed))
+            timings[f"seed{seed}-args"] = time.time() - t0
+        log.info("seed %d done after %.0f s", seed, time.time() - started)
+
+    methods, differences = summarise(pd.DataFrame(long_rows), reference)
+    stem = out_dir / f"iro_vs_bon-{size}"
+    result = {
+        "size": size,
+        "config": cfg.model_dump(mode="json"),
+        "prompts": len(prompts),
+        "seeds": list(spec["seeds"]),
+        "train_seed": cfg.seed,
+        "training": training,
+        "methods": methods,
+        "differences": differences,
+        "value_quality": quality,
+        "reference_mean_reward": float(reference.mean()),
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "seconds": time.time() - started,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    result["plots"] = plot(methods, stem)
+    atomic_write_json(stem.with_suffix(".json"), result)
+    atomic_write_text(stem.with_suffix(".md"), markdown(result))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=list(SIZES), default="quick")
+    parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    prepare_environment()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    overrides = dict(parse_override(p) for p in args.set)
+    result = run(args.size, args.config, overrides, args.out)
+    print(markdown(result))
+    print(f"\nresults: {args.out}/iro_vs_bon-{args.size}.json")
+
+
+if __name__ == "__main__":
+    main()
