@@ -1,8 +1,9 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
-from iro.base.config import ConfigError, load_config, parse_override
+from iro.base.config import EMBEDDED_MODEL, ConfigError, load_config, parse_override
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -11,10 +12,93 @@ def write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-def test_demo_config_is_valid():
-    cfg = load_config(Path(__file__).parents[1] / "configs" / "demo.yaml")
-    assert cfg.iterations >= 2
-    assert cfg.search.samples_per_prompt == cfg.search.beams * cfg.search.children
+CONFIGS = Path(__file__).parents[1] / "configs"
+CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
+
+
+def assert_resolved(written, resolved, where: str) -> None:
+    """Every value the YAML writes is the value the loaded config holds, key by key."""
+    if isinstance(written, dict):
+        assert isinstance(resolved, dict), where
+        for key, value in written.items():
+            assert key in resolved, f"{where}.{key}: written but not in the resolved config"
+            assert_resolved(value, resolved[key], f"{where}.{key}")
+    elif isinstance(written, list):
+        assert isinstance(resolved, list) and len(resolved) == len(written), where
+        for i, (w, r) in enumerate(zip(written, resolved, strict=True)):
+            assert_resolved(w, r, f"{where}[{i}]")
+    else:
+        # equal values (an int may widen to a float); a flag stays a flag, never a number
+        assert resolved == written, (where, written, resolved)
+        assert isinstance(resolved, bool) == isinstance(written, bool), (where, written, resolved)
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
+def test_shipped_configs_load_with_the_values_they_write(path):
+    cfg = load_config(path)
+    assert_resolved(yaml.safe_load(path.read_text()), cfg.model_dump(), path.stem)
+    assert (CONFIGS.parent / cfg.data.dataset).is_file()  # relative to the checkout
+    assert cfg.policy.model == EMBEDDED_MODEL
+
+
+def test_the_shipped_configs_are_all_checked_here():
+    assert {p.stem for p in CONFIG_FILES} >= {"demo", "endpoint", "sentiment"}
+
+
+def test_demo_config_resolves_to_the_embedded_demo():
+    cfg = load_config(CONFIGS / "demo.yaml")
+    assert (cfg.run_name, cfg.seed, cfg.iterations) == ("demo", 0, 2)
+    assert (cfg.policy.engine, cfg.policy.dtype, cfg.policy.endpoint) == ("auto", "float32", None)
+    assert cfg.data.dataset == "data/docstrings.jsonl"
+    assert (cfg.data.prompts_per_iteration, cfg.data.eval_prompts) == (48, 32)
+    assert cfg.data.prompt_template.endswith("in one short sentence.\n\n{prompt}")
+    assert [(c.type, c.weight, c.options) for c in cfg.reward.components] == [
+        ("embedding_similarity", 1.0, {}),
+        ("length_penalty", 1.0, {"target_words": 12, "per_word": 0.02}),
+    ]
+    sampling = cfg.sampling
+    assert (sampling.temperature, sampling.top_k, sampling.max_new_tokens) == (0.7, 50, 48)
+    assert cfg.rollout.samples == 4
+    search = cfg.search
+    assert (search.beams, search.children, search.chunk_tokens) == (2, 2, 8)
+    assert search.budget_u == 4 and search.selection == "diversity_first"
+    assert (cfg.reweight.scheme, cfg.reweight.beta) == ("argmax", 0.05)
+    assert (cfg.value.num_layers, cfg.value.beta, cfg.value.target) == (4, 1.0, "advantage")
+    training = cfg.value.training
+    assert (training.num_train_epochs, training.per_device_train_batch_size) == (2, 16)
+    assert training.learning_rate == pytest.approx(1e-4)
+    assert cfg.eval.enabled and cfg.eval.baselines == ["base", "bon"]
+    assert cfg.store.root == ".iro/store"
+    # what the file leaves out takes the schema's defaults
+    assert (cfg.data.train_split, cfg.data.eval_split, cfg.sampling.stop) == ("train", "test", None)
+    assert cfg.search.max_candidates == 256 and cfg.search.implicit_reward is None
+    assert cfg.report.pairwise_judge is None and not cfg.report.alpaca_eval
+
+
+def test_endpoint_config_resolves_to_an_openai_policy_with_demo_defaults():
+    cfg = load_config(CONFIGS / "endpoint.yaml")
+    assert cfg.run_name == "endpoint-demo" and cfg.policy.engine == "openai"
+    endpoint = cfg.policy.endpoint
+    assert (endpoint.base_url, endpoint.model) == ("http://127.0.0.1:8000/v1", "smollm2")
+    assert endpoint.api_key_env is None and endpoint.prompt_as_token_ids
+    assert (endpoint.timeout_s, endpoint.max_retries, endpoint.concurrency) == (120.0, 4, 8)
+    assert [c.type for c in cfg.reward.components] == ["embedding_similarity", "length_penalty"]
+    assert (cfg.sampling.max_new_tokens, cfg.search.chunk_tokens, cfg.reweight.beta) == (
+        48,
+        8,
+        0.05,
+    )
+
+
+def test_sentiment_config_resolves_to_a_vader_reward():
+    cfg = load_config(CONFIGS / "sentiment.yaml")
+    assert cfg.run_name == "sentiment" and "upbeat" in cfg.data.prompt_template
+    assert [(c.type, c.weight) for c in cfg.reward.components] == [
+        ("sentiment", 1.0),
+        ("length_penalty", 1.0),
+    ]
+    report = cfg.report
+    assert (report.baseline, report.reward_winrate, report.pairwise_judge) == ("base", True, None)
 
 
 def test_unknown_key_is_named(tmp_path):

@@ -8,8 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+
+from iro.base.store import ArtifactStore
 
 pytestmark = pytest.mark.slow
 
@@ -55,6 +58,17 @@ def artifact_counts(store: Path) -> dict[str, int]:
     }
 
 
+def rollout_value_scores(store_root: Path, *iterations: int) -> list[np.ndarray]:
+    """The `value_score` column of each iteration's rollout table, as the run index names it."""
+    store = ArtifactStore(store_root)
+    columns = []
+    for k in iterations:
+        summary = json.loads((store_root / "runs" / "e2e" / f"iteration-{k}.json").read_text())
+        rollout = store.load(Path(summary["artifacts"]["rollout"]))
+        columns.append(rollout.table()["value_score"].to_numpy(dtype=float))
+    return columns
+
+
 def test_run_evaluates_and_a_rerun_reuses_every_stage(tmp_path):
     config = tiny_config(tmp_path)
     first = iro("run", str(config), tmp_path=tmp_path)
@@ -73,6 +87,11 @@ def test_run_evaluates_and_a_rerun_reuses_every_stage(tmp_path):
     iteration2 = json.loads((tmp_path / "store" / "runs" / "e2e" / "iteration-2.json").read_text())
     assert len(iteration2["policy"]["value_models"]) == 2
     assert all(Path(p, "model.safetensors").is_file() for p in iteration2["policy"]["value_models"])
+    # iteration 1 sampled pi_base unguided; iteration 2's search was scored by V_1
+    first_values, second_values = rollout_value_scores(tmp_path / "store", 1, 2)
+    assert len(first_values) and (first_values == 0.0).all()
+    assert len(second_values) and np.isfinite(second_values).all()
+    assert (second_values != 0.0).any(), second_values
 
     second = iro("run", str(config), tmp_path=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
@@ -105,7 +124,7 @@ def test_vllm_samples_do_not_depend_on_the_rest_of_the_batch():
     from iro.base.config import PolicyConfig, RunConfig
     from iro.base.engines.base import ContinuationRequest, SamplingSettings
     from iro.base.engines.factory import get_engine
-    from iro.pipeline.stages import policy_tokenizer
+    from iro.pipeline.generation import policy_tokenizer
 
     engine = get_engine(PolicyConfig(), None, seed=0)
     assert engine.name == "vllm"

@@ -26,6 +26,8 @@ from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
     LogFilter,
     LogFilterFlowRunId,
 )
@@ -206,10 +208,29 @@ def test_iteration_through_a_deployment_then_a_rerun_reuses_every_stage(server, 
     assert log.count("iro.pipeline.runner: reusing") == 4 and "building" not in log, log
 
 
+def iteration_runs(server: Server) -> set[UUID]:
+    """Ids of every flow run the server holds for the iro-iteration deployment."""
+    with server.client() as client:
+        deployment = client.read_deployment_by_name("iro-iteration/default")
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=[deployment.id])
+            )
+        )
+    return {run.id for run in runs}
+
+
 def test_a_bad_parameter_is_rejected_before_any_run(server):
+    before = iteration_runs(server)
     result, flow_run_id = deployment_run(server, "--param", "iteration=0")
-    assert result.returncode != 0 and flow_run_id is None
-    assert "iteration" in result.stdout + result.stderr
+    output = " ".join((result.stdout + result.stderr).split())  # the CLI wraps long lines
+    assert result.returncode != 0 and flow_run_id is None, output
+    # the server's schema check (Iteration = int >= 1), not any message naming the deployment
+    assert (
+        "Error creating flow run: Validation failed for field 'iteration'. "
+        "Failure reason: 0 is less than the minimum of 1" in output
+    ), output
+    assert iteration_runs(server) == before  # no flow run was created
 
 
 def test_iteration_without_its_predecessor_fails_naming_it(server):

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import yaml
 
 from iro.base.config import JudgeConfig, ReportConfig
 from iro.reports.run import build_report
@@ -77,9 +80,69 @@ def test_alpaca_eval_runs_end_to_end_with_a_local_annotator(openai_server, tmp_p
     assert openai_server.api_key not in caplog.text
 
 
-def test_flow_stops_on_a_missing_key_before_any_work(tmp_path, monkeypatch):
-    from flows.report import judge_api_key
+class RecordingServer(ThreadingHTTPServer):
+    """Loopback HTTP server that records every request and answers each with a 500."""
 
-    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    with pytest.raises(MissingAPIKeyError, match="OPENAI_API_KEY"):
-        judge_api_key(JudgeConfig())
+    def __init__(self):
+        self.seen: list[str] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _record(self):
+                outer.seen.append(f"{self.command} {self.path}")
+                self.send_response(500)
+                self.end_headers()
+
+            do_GET = do_POST = _record
+
+            def log_message(self, *args):
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+def test_flow_stops_on_a_missing_key_before_any_work(tmp_path, monkeypatch):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    from flows.report import winrate_report
+
+    store = make_run(tmp_path / "store")
+    key_env = "IRO_TEST_JUDGE_KEY_THAT_IS_NOT_SET"
+    monkeypatch.delenv(key_env, raising=False)
+    fake = RecordingServer()
+    threading.Thread(target=fake.serve_forever, daemon=True).start()
+    config = tmp_path / "report.yaml"
+    judge = {
+        "model": "fake-judge",
+        "base_url": f"http://127.0.0.1:{fake.server_address[1]}/v1",
+        "api_key_env": key_env,
+        "max_retries": 0,
+    }
+    report = {"baseline": "base", "pairwise_judge": "summary", "judge": judge}
+    config.write_text(yaml.safe_dump({"store": {"root": str(store.root)}, "report": report}))
+    try:
+        with (
+            temporary_settings(
+                {
+                    PREFECT_HOME: tmp_path / "prefect",
+                    PREFECT_LOCAL_STORAGE_PATH: tmp_path / "results",
+                }
+            ),
+            prefect_test_harness(server_startup_timeout=120),
+        ):
+            state = winrate_report(run="demo", config=str(config), return_state=True)
+            with get_client(sync_client=True) as client:
+                artifacts = client.read_artifacts()
+    finally:
+        fake.shutdown()
+        fake.server_close()
+
+    assert state.is_failed()
+    with pytest.raises(MissingAPIKeyError, match=key_env):
+        state.result()
+    assert fake.seen == []  # no judge request was made
+    assert not (store.root / "report").exists()  # no report artifact, not even a staging dir
+    # nor a published one (Prefect's own record of the failed result has no key)
+    assert [a.key for a in artifacts if a.key] == []

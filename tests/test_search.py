@@ -52,9 +52,15 @@ class ScriptedEngine(Engine):
 
     def __init__(self):
         self.requests: list[ContinuationRequest] = []
+        self.calls: list[tuple[ContinuationRequest, list[Continuation]]] = []
 
     def continue_batch(self, requests: Sequence[ContinuationRequest], sampling: SamplingSettings):
+        out = self._continue(requests)
         self.requests.extend(requests)
+        self.calls.extend(zip(requests, out, strict=True))
+        return out
+
+    def _continue(self, requests: Sequence[ContinuationRequest]) -> list[list[Continuation]]:
         out = []
         for r in requests:
             rng = np.random.default_rng(r.seed)
@@ -100,11 +106,16 @@ def test_search_invariants_with_scripted_engine(tiny_tokenizer):
         prompt_len = 2 if r.prefix_ids[:2] == (5, 6) else 1
         assert r.max_tokens <= 13 - (len(r.prefix_ids) - prompt_len)
     # finished beams never grow: no request continues a prefix that ended with EOS
-    ended_prefixes = set()
-    by_prefix = {r.prefix_ids: r for r in engine.requests}
-    for prefix in by_prefix:
-        assert prefix not in ended_prefixes
-    assert len(by_prefix) == len(engine.requests)
+    ended_prefixes = {
+        (*r.prefix_ids, *c.token_ids) for r, outs in engine.calls for c in outs if c.ended
+    }
+    assert ended_prefixes  # the script did end candidates early...
+    # ...and some of them survived selection and were carried to the end, so they were beams
+    early = [c for pool in pools for c in pool if c.ended and len(c.response_ids) < 13]
+    assert early
+    for r in engine.requests:
+        assert r.prefix_ids not in ended_prefixes
+    assert len({r.prefix_ids for r in engine.requests}) == len(engine.requests)
 
 
 def test_search_is_reproducible_and_seed_sensitive(tiny_tokenizer):
@@ -180,20 +191,108 @@ def test_bad_settings_are_rejected():
         SearchSettings(2, 2, 4, 10, selection="random")
 
 
-def test_stop_strings_end_candidates_at_the_same_place_on_any_engine(tiny_tokenizer):
-    engine = ScriptedEngine()
-    stop = tiny_tokenizer.decode([9])  # a word the scripted engine emits now and then
+class BranchEngine(ScriptedEngine):
+    """Seeded chunks of words that never include `marker`, except the last child of every request,
+    whose chunk has `marker` at `position`; no continuation ever ends by itself."""
+
+    def __init__(self, marker: int, position: int = 0):
+        super().__init__()
+        self.marker, self.position = marker, position
+
+    def _continue(self, requests: Sequence[ContinuationRequest]) -> list[list[Continuation]]:
+        out = []
+        for r in requests:
+            rng = np.random.default_rng(r.seed)
+            chunks = [[int(t) for t in rng.integers(3, 30, size=r.max_tokens)] for _ in range(r.n)]
+            chunks[-1][min(self.position, r.max_tokens - 1)] = self.marker
+            out.append([Continuation(tuple(chunk), False) for chunk in chunks])
+        return out
+
+
+MARKER = "document"  # a word the scripted engines emit only where they are told to
+
+
+def marker_scorer(sign: float):
+    return lambda prompts, responses, ended: np.array(
+        [sign * r.split().count(MARKER) for r in responses], dtype=float
+    )
+
+
+def best_texts(pools: list[list[Candidate]]) -> list[str]:
+    return [pool[0].text for pool in pools]
+
+
+def test_a_scorer_that_favours_a_marker_keeps_it_and_none_or_the_opposite_does_not(
+    tiny_tokenizer,
+):
+    marker = tiny_tokenizer.convert_tokens_to_ids(MARKER)
+    settings = SearchSettings(beams=2, children=3, chunk_tokens=3, max_new_tokens=9)
+
+    def run(scorer):
+        engine = BranchEngine(marker)
+        pools = guided_search(
+            engine, tiny_tokenizer, ["p", "q"], [[4], [5, 6]], settings, SamplingSettings(),
+            scorer, seed=3,
+        )  # fmt: skip
+        generated = [tiny_tokenizer.decode(c.token_ids) for _, outs in engine.calls for c in outs]
+        assert sum(MARKER in text for text in generated) >= 2 * 3  # offered at every step
+        return pools
+
+    favoured = run(marker_scorer(+1.0))
+    for pool in favoured:
+        # every step appended the marker chunk to a beam that already had them
+        assert pool[0].text.split().count(MARKER) == 3 and pool[0].score == 3.0
+    for pools in (run(None), run(marker_scorer(-1.0))):
+        for text in best_texts(pools):
+            assert MARKER not in text
+
+
+def test_with_one_beam_the_search_follows_the_favoured_branch_at_every_step(tiny_tokenizer):
+    marker = tiny_tokenizer.convert_tokens_to_ids(MARKER)
+    settings = SearchSettings(beams=1, children=3, chunk_tokens=3, max_new_tokens=12)
+    prompt = [4, 5]
+
+    def run(scorer):
+        engine = BranchEngine(marker)
+        pools = guided_search(
+            engine, tiny_tokenizer, ["p"], [prompt], settings, SamplingSettings(), scorer, seed=7
+        )
+        return engine, pools[0][0]
+
+    engine, best = run(marker_scorer(+1.0))
+    assert len(engine.requests) == 4  # one beam, four chunks
+    for step, request in enumerate(engine.requests):
+        response = request.prefix_ids[len(prompt) :]
+        assert len(response) == 3 * step
+        assert all(response[i] == marker for i in range(0, len(response), 3))  # each chunk's pick
+    assert best.response_ids[::3] == (marker,) * 4 and best.text.split().count(MARKER) == 4
+
+    engine, best = run(marker_scorer(-1.0))
+    assert len(engine.requests) == 4
+    assert all(marker not in r.prefix_ids for r in engine.requests)
+    assert marker not in best.response_ids
+
+
+def test_a_stop_string_cuts_the_text_there_and_ends_the_candidate(tiny_tokenizer):
+    stop = "sentence"  # emitted only where BranchEngine puts it: the 2nd word of a last child
+    engine = BranchEngine(tiny_tokenizer.convert_tokens_to_ids(stop), position=1)
     settings = SearchSettings(
         beams=2, children=2, chunk_tokens=3, max_new_tokens=12, stop_strings=(stop,)
     )
-    pools = guided_search(
-        engine, tiny_tokenizer, ["p"], [[4]], settings, SamplingSettings(), length_scorer, seed=2
+
+    def ended_first(prompts, responses, ended):  # keeps the stopped candidates as beams
+        return np.array([10.0 * e + len(r.split()) for r, e in zip(responses, ended, strict=True)])
+
+    [pool] = guided_search(
+        engine, tiny_tokenizer, ["p"], [[4]], settings, SamplingSettings(), ended_first, seed=2
     )
-    for candidate in pools[0]:
-        assert stop not in candidate.text
-    stopped = [
-        tuple(r.prefix_ids[1:])
-        for r in engine.requests
-        if stop in tiny_tokenizer.decode(list(r.prefix_ids[1:]))
-    ]
-    assert not stopped  # a candidate that hit a stop string is never continued
+    stopped = [c for c in pool if stop in tiny_tokenizer.decode(c.response_ids)]
+    assert len(stopped) == 2  # one per step: the root's last child, then its sibling beam's
+    for candidate in stopped:
+        full = tiny_tokenizer.decode(candidate.response_ids, skip_special_tokens=True)
+        assert candidate.text == full[: full.index(stop)] and stop not in candidate.text
+        assert candidate.ended  # no continuation ended by itself: the stop string ended it
+        assert len(candidate.response_ids) < 12
+    # a candidate that hit a stop string is never continued
+    for request in engine.requests:
+        assert stop not in tiny_tokenizer.decode(list(request.prefix_ids))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import json
+
 import pandas as pd
 
 from iro.base.config import RunConfig
@@ -9,7 +12,16 @@ from reward import WeightedSum, build_reward
 
 
 def build_run_reward(cfg: RunConfig) -> WeightedSum:
-    return build_reward([(c.type, c.weight, dict(c.options)) for c in cfg.reward.components])
+    """The config's reward, built once per process (loading a reward model takes seconds)."""
+    return _cached_reward(
+        json.dumps([c.model_dump() for c in cfg.reward.components], sort_keys=True)
+    )
+
+
+@functools.cache
+def _cached_reward(components_json: str) -> WeightedSum:
+    components = json.loads(components_json)
+    return build_reward([(c["type"], c["weight"], c["options"]) for c in components])
 
 
 def score_table(reward: WeightedSum, table: pd.DataFrame) -> pd.DataFrame:
