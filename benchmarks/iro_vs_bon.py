@@ -33,7 +33,7 @@ import pandas as pd
 
 from iro.app.environment import prepare_environment
 from iro.base.config import RunConfig, load_config, parse_override
-from iro.base.data import eval_slice, load_prompts
+from iro.base.data import eval_slice, load_prompts, validation_slice
 from iro.base.fsutil import atomic_write_json, atomic_write_text
 from iro.base.store import Artifact
 from iro.pipeline.decoder import decode
@@ -168,59 +168,60 @@ def summarise(rewards: pd.DataFrame, reference: pd.Series) -> tuple[list[dict], 
     return methods, differences
 
 
+def _error_bars(rows: pd.DataFrame) -> np.ndarray:
+    """Matplotlib's (2, n) distances from each win rate to its interval's ends, in points."""
+    return 100 * np.abs(np.array(rows["win_ci"].tolist()).T - rows["win_rate"].to_numpy())
+
+
+def _save(fig, ax, xlabel: str, path: str) -> str:
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("win rate vs reference (%)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def plot(methods: list[dict], out_stem: Path) -> list[str]:
+    """Win rate against U (the paper's test-time scaling figure) and against the iteration."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     table = pd.DataFrame(methods)
-    paths = []
     fig, ax = plt.subplots(figsize=(6, 4))
     bon = table[table["method"].str.match(r"^(base|bon-\d+)$")].sort_values("u")
-    ax.errorbar(
-        bon["u"], 100 * bon["win_rate"],
-        yerr=100 * np.abs(np.array(bon["win_ci"].tolist()).T - bon["win_rate"].to_numpy()),
-        marker="o", capsize=3, label="best-of-U (U=1: base)",
-    )  # fmt: skip
+    ax.errorbar(bon["u"], 100 * bon["win_rate"], yerr=_error_bars(bon), marker="o", capsize=3,
+                label="best-of-U (U=1: base)")  # fmt: skip
     for _, row in table[table["method"].str.startswith(("iro", "args"))].iterrows():
-        err = 100 * np.abs(np.array([row["win_ci"]]).T - row["win_rate"])
-        ax.errorbar([row["u"]], [100 * row["win_rate"]], yerr=err, marker="s", capsize=3,
-                    label=row["method"])  # fmt: skip
+        one = row.to_frame().T
+        ax.errorbar([row["u"]], [100 * row["win_rate"]], yerr=_error_bars(one), marker="s",
+                    capsize=3, label=row["method"])  # fmt: skip
     ax.set_xscale("log", base=2)
-    ax.set_xlabel("U: samples per prompt")
-    ax.set_ylabel("win rate vs reference (%)")
     ax.set_title("Test-time scaling (95% paired-bootstrap intervals)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(str(out_stem) + "-scaling.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
+    scaling = _save(fig, ax, "U: samples per prompt", f"{out_stem}-scaling.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
     iro = table[table["method"].str.match(r"^iro-iter\d+$")]
     ks = iro["method"].str.extract(r"(\d+)")[0].astype(int)
-    err = 100 * np.abs(np.array(iro["win_ci"].tolist()).T - iro["win_rate"].to_numpy())
-    ax.errorbar(ks, 100 * iro["win_rate"], yerr=err, marker="s", capsize=3, label="IRO, U=4")
+    ax.errorbar(ks, 100 * iro["win_rate"], yerr=_error_bars(iro), marker="s", capsize=3,
+                label="IRO, U=4")  # fmt: skip
     for name, style in (("bon-4", "--"), ("bon-16", ":")):
         rate = table.loc[table["method"] == name, "win_rate"]
         if len(rate):
             ax.axhline(100 * rate.iloc[0], linestyle=style, color="gray", label=name)
     ax.set_xticks(sorted(ks))
-    ax.set_xlabel("IRO iteration")
-    ax.set_ylabel("win rate vs reference (%)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    paths.append(str(out_stem) + "-iterations.png")
-    fig.savefig(paths[-1], dpi=120)
-    plt.close(fig)
-    return paths
+    return [scaling, _save(fig, ax, "IRO iteration", f"{out_stem}-iterations.png")]
 
 
 def markdown(result: dict[str, Any]) -> str:
     pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
     lines = [
-        f"# IRO vs best-of-N ({result['size']})",
+        f"# IRO vs best-of-N ({result['size']}, {result['split']} prompts)",
         "",
         f"{result['prompts']} held-out prompts, decoding seeds {result['seeds']}, value models "
         f"trained once (seed {result['train_seed']}); {result['seconds']:.0f} s in all. "
@@ -272,15 +273,33 @@ def markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run(size: str, config: str, overrides: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+def evaluation_prompts(cfg: RunConfig, split: str) -> pd.DataFrame:
+    """The held-out test prompts, or (for tuning) training prompts no iteration uses."""
+    if split == "validation":
+        used = cfg.iterations * cfg.data.prompts_per_iteration
+        train = load_prompts(cfg.data, cfg.data.train_split)
+        if used + cfg.data.eval_prompts > len(train):
+            raise ValueError(f"no {cfg.data.eval_prompts} unused training prompts for validation")
+        return validation_slice(train, cfg.data.eval_prompts, cfg.seed)
+    return eval_slice(load_prompts(cfg.data, cfg.data.eval_split), cfg.data.eval_prompts)
+
+
+def run(
+    size: str,
+    config: str,
+    overrides: dict[str, Any],
+    out_dir: Path,
+    split: str = "test",
+    **spec_changes: Any,
+) -> dict[str, Any]:
     started = time.time()
-    spec = SIZES[size]
+    spec = {**SIZES[size], **{k: v for k, v in spec_changes.items() if v is not None}}
     cfg = load_config(config, {**spec["overrides"], "run_name": f"bench-{size}", **overrides})
     pipeline = Pipeline(cfg)
     values, training = train_iterations(pipeline)
     value_dirs = [v.file(VALUE_DIR) for v in values]
 
-    prompts = eval_slice(load_prompts(cfg.data, cfg.data.eval_split), cfg.data.eval_prompts)
+    prompts = evaluation_prompts(cfg, split)
     reward = build_run_reward(cfg)
     reference = pd.Series(
         reward.score(prompts["prompt"].tolist(), prompts["reference"].tolist()),
@@ -324,7 +343,7 @@ def run(size: str, config: str, overrides: dict[str, Any], out_dir: Path) -> dic
                 decoded_rewards(wide, prompts, "iro", value_dirs, eval_seed),
             )
             timings[f"seed{seed}-iro-u16"] = time.time() - t0
-        if spec["args_prompts"]:
+        if spec["args_prompts"] and seed == spec["seeds"][0]:  # token by token: slow on a CPU
             t0 = time.time()
             subset = prompts.head(spec["args_prompts"])
             add("args", 1, seed, decoded_rewards(cfg, subset, "args", [], eval_seed))
@@ -332,9 +351,15 @@ def run(size: str, config: str, overrides: dict[str, Any], out_dir: Path) -> dic
         log.info("seed %d done after %.0f s", seed, time.time() - started)
 
     methods, differences = summarise(pd.DataFrame(long_rows), reference)
-    stem = out_dir / f"iro_vs_bon-{size}"
+    methods.sort(key=lambda m: (m["method"].startswith("iro"), m["method"] == "args", m["u"]))
+    stem = (
+        out_dir / f"iro_vs_bon-{size}"
+        if split == "test"
+        else out_dir / f"iro_vs_bon-{size}-{split}"
+    )
     result = {
         "size": size,
+        "split": split,
         "config": cfg.model_dump(mode="json"),
         "prompts": len(prompts),
         "seeds": list(spec["seeds"]),
@@ -360,13 +385,23 @@ def main() -> None:
     parser.add_argument("--config", default="configs/demo.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--seeds", type=int, nargs="+", help="decoding seeds (default: the size's)")
+    parser.add_argument("--args-prompts", type=int, help="ARGS on this many prompts (0: skip)")
+    parser.add_argument(
+        "--split",
+        choices=["test", "validation"],
+        default="test",
+        help="validation: unused training prompts, for tuning without the held-out split",
+    )
     args = parser.parse_args()
     prepare_environment()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     overrides = dict(parse_override(p) for p in args.set)
-    result = run(args.size, args.config, overrides, args.out)
+    result = run(
+        args.size, args.config, overrides, args.out, args.split,
+        seeds=tuple(args.seeds) if args.seeds else None, args_prompts=args.args_prompts,
+    )  # fmt: skip
     print(markdown(result))
-    print(f"\nresults: {args.out}/iro_vs_bon-{args.size}.json")
 
 
 if __name__ == "__main__":

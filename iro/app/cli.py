@@ -3,6 +3,7 @@
 iro run configs/demo.yaml [--set search.beams=4 ...]   the whole pipeline, in-process
 iro iteration configs/demo.yaml --iteration 2            one iteration (needs 1..k-1 done)
 iro check configs/demo.yaml                              validate a config, print it resolved
+iro decode --run RUN --prompt "..." [--mode METHOD]       answer prompts with the aligned policy
 iro report [--run RUN] [--config configs/demo.yaml]      win-rate report (default: latest run)
 iro server start / iro serve                             operate through a Prefect server
 """

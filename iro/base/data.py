@@ -78,6 +78,18 @@ def iteration_slice(prompts: pd.DataFrame, iteration: int, size: int, seed: int)
     return prompts.iloc[order[start:stop]].reset_index(drop=True)
 
 
+def validation_slice(prompts: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
+    """Training prompts for tuning: the end of the order whose front the iterations take.
+
+    Disjoint from every iteration's slice as long as the iterations leave `size` prompts over,
+    so settings can be tuned without looking at the held-out split.
+    """
+    order = np.random.default_rng(seed).permutation(len(prompts))
+    if size > len(prompts):
+        raise DatasetError(f"{size} validation prompts but the training split has {len(prompts)}")
+    return prompts.iloc[order[len(prompts) - size :]].reset_index(drop=True)
+
+
 def eval_slice(prompts: pd.DataFrame, size: int) -> pd.DataFrame:
     if size > len(prompts):
         raise DatasetError(f"data.eval_prompts = {size} but the eval split has {len(prompts)} rows")

@@ -64,19 +64,21 @@ def _interval(r: EvalRow) -> str:
 
 
 def format_table(rows: Sequence[EvalRow], reference_reward: float | None = None) -> str:
-    header = (
-        f"{'method':<14} {'U':>3} {'mean reward':>12} {'win rate vs ref':>16} "
-        f"{'95% interval':>14} {'words':>6}"
+    """The table `iro run` prints: one line per method, win rates in percent with intervals."""
+    table = pd.DataFrame(
+        {
+            "method": [r.method for r in rows],
+            "U": [r.samples_per_prompt for r in rows],
+            "mean reward": [f"{r.mean_reward:.4f}" for r in rows],
+            "win rate vs ref": [f"{100 * r.win_rate:.1f}%" for r in rows],
+            "95% interval": [_interval(r) for r in rows],
+            "words": [f"{r.mean_words:.1f}" for r in rows],
+        }
     )
-    lines = [header, "-" * len(header)]
-    for r in rows:
-        lines.append(
-            f"{r.method:<14} {r.samples_per_prompt:>3} {r.mean_reward:>12.4f} "
-            f"{100 * r.win_rate:>15.1f}% {_interval(r):>14} {r.mean_words:>6.1f}"
-        )
+    text = table.to_string(index=False)
     if reference_reward is not None:
-        lines.append(f"(reference summaries: mean reward {reference_reward:.4f})")
-    return "\n".join(lines)
+        text += f"\n(reference summaries: mean reward {reference_reward:.4f})"
+    return text
 
 
 def format_markdown(rows: Sequence[EvalRow]) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -31,9 +31,6 @@ class WinRate:
     @property
     def valid(self) -> int:
         return self.wins + self.ties + self.losses
-
-    def as_dict(self) -> dict:
-        return {**asdict(self), "valid": self.valid}
 
 
 def wilson_interval(rate: float, n: int, z: float = Z_95) -> tuple[float, float]:
