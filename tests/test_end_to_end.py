@@ -31,7 +31,10 @@ def tiny_config(tmp_path: Path) -> Path:
         },
         "sampling": {"max_new_tokens": 24},
         "search": {"beams": 2, "children": 2, "chunk_tokens": 8},
-        "value": {"num_layers": 2, "epochs": 1, "batch_size": 4},
+        "value": {
+            "num_layers": 2,
+            "training": {"num_train_epochs": 1, "per_device_train_batch_size": 4},
+        },
         "store": {"root": str(tmp_path / "store")},
     }
     path = tmp_path / "tiny.yaml"
