@@ -96,3 +96,36 @@ def test_report_names_what_is_missing(tmp_path):
     with pytest.raises(ReportError, match="no evaluation table"):
         build_report(store, "nope", ReportConfig())
     assert latest_run(store) == "demo"
+
+
+def test_reward_win_rate_counts_ties_half_and_equal_rewards_as_ties():
+    from iro.reports.stats import reward_win_rate
+
+    rate = reward_win_rate([1.0, 0.5, 0.2, 0.7], [0.5, 0.5, 0.3, 0.7])
+    assert (rate.wins, rate.ties, rate.losses) == (1, 2, 1)
+    assert rate.win_rate == 0.5 and rate.ci_low < 0.5 < rate.ci_high
+    assert rate.interval == "wilson-95"
+    all_equal = reward_win_rate([0.3, 0.3], [0.3, 0.3])
+    assert all_equal.win_rate == 0.5 and all_equal.ties == 2
+
+
+def test_reward_win_rate_of_no_prompts_is_no_rate():
+    from iro.reports.stats import reward_win_rate
+
+    rate = reward_win_rate([], [])
+    assert rate.win_rate is None and rate.ci_low is None and rate.valid == 0
+
+
+def test_paired_bootstrap_covers_the_mean_and_excludes_zero_only_for_a_clear_difference():
+    import numpy as np
+
+    from iro.reports.stats import paired_bootstrap, win_outcomes
+
+    clear = paired_bootstrap(np.full(50, 0.3) + np.linspace(-0.1, 0.1, 50))
+    assert clear.ci_low <= clear.mean <= clear.ci_high and clear.ci_low > 0
+    noise = paired_bootstrap(np.tile([1.0, -1.0], 25))
+    assert noise.mean == 0 and noise.ci_low < 0 < noise.ci_high
+    assert paired_bootstrap(np.arange(10.0), seed=3) == paired_bootstrap(np.arange(10.0), seed=3)
+    assert win_outcomes([1.0, 0.5, 0.0], [0.5, 0.5, 0.5]).tolist() == [1.0, 0.5, 0.0]
+    with pytest.raises(ValueError, match="non-empty"):
+        paired_bootstrap(np.array([]))
