@@ -43,6 +43,7 @@ from iro.pipeline.runner import VALUE_DIR, Pipeline
 from iro.pipeline.scoring import build_run_reward, score_table
 from iro.reports.stats import paired_bootstrap, win_outcomes
 from valuefn.diagnostics import prefix_quality
+from valuefn.scoring import ValueEnsemble
 from valuefn.search import SearchSettings
 
 log = logging.getLogger("benchmarks.iro_vs_bon")
@@ -51,17 +52,19 @@ BON_US = (4, 8, 16)
 EVAL_SEED_BASE = 7919
 
 SIZES: dict[str, dict[str, Any]] = {
+    # minutes: one decoding seed, two iterations
     "quick": {
         "overrides": {"data.prompts_per_iteration": 128, "data.eval_prompts": 64, "iterations": 2},
-        "seeds": (0, 1, 2),
-        "args_prompts": 16,
+        "seeds": (0,),
+        "args_prompts": 8,
         "large_u": False,
     },
+    # the README's numbers, sized to finish within an hour on 2 CPU cores
     "full": {
-        "overrides": {"data.prompts_per_iteration": 512, "data.eval_prompts": 300, "iterations": 3},
+        "overrides": {"data.prompts_per_iteration": 256, "data.eval_prompts": 200, "iterations": 3},
         "seeds": (0, 1, 2),
-        "args_prompts": 48,
-        "large_u": True,
+        "args_prompts": 24,
+        "large_u": False,
     },
 }
 
@@ -114,19 +117,38 @@ def decoded_rewards(cfg: RunConfig, prompts, method: str, value_dirs, seed: int)
 
 
 def value_quality(cfg: RunConfig, values: list[Artifact], pool: pd.DataFrame) -> list[dict]:
-    """V_k alone and the guidance sum over V_1..V_k, on held-out plain samples."""
+    """V_k alone and the guidance sum over V_1..V_k, on held-out plain samples.
+
+    Each V_i scores each prefix set once; the sums reuse those scores.
+    """
     tokenizer = policy_tokenizer(cfg)
     advantage = pool["reward"] - pool.groupby("prompt_id")["reward"].transform("mean")
     targets = advantage if cfg.value.target == "advantage" else pool["reward"]
+    ensemble = build_value_ensemble(cfg, [v.file(VALUE_DIR) for v in values])
+    cache: dict[tuple[int, int], np.ndarray] = {}
+
+    def member(i: int):
+        def score(prompts, texts, ended):
+            key = (i, hash(tuple(texts)))
+            if key not in cache:
+                single = ValueEnsemble(
+                    [ensemble.members[i]], ensemble.max_length, ensemble.batch_size
+                )
+                cache[key] = single.score(prompts, texts, ended) * ensemble.members[i].beta
+            return cache[key]
+
+        return score
+
+    def guidance_sum(k: int):
+        head = ValueEnsemble(ensemble.members[:k], ensemble.max_length, ensemble.batch_size)
+        return lambda p, t, e: head.combine([member(i)(p, t, e) for i in range(k)])
+
     rows = []
     for k in range(1, len(values) + 1):
-        dirs = [v.file(VALUE_DIR) for v in values[:k]]
-        for label, ensemble_dirs in (("V_k", dirs[-1:]), ("sum V_1..V_k", dirs)):
-            if label == "sum V_1..V_k" and k == 1:
-                continue
-            ensemble = build_value_ensemble(cfg, ensemble_dirs)
+        fns = [("V_k", member(k - 1))] + ([("sum V_1..V_k", guidance_sum(k))] if k > 1 else [])
+        for label, value_fn in fns:
             quality = prefix_quality(
-                ensemble.score, tokenizer, pool["prompt_id"].tolist(),
+                value_fn, tokenizer, pool["prompt_id"].tolist(),
                 pool["prompt_text"].tolist(), pool["response"].tolist(), pool["ended"].tolist(),
                 pool["reward"].to_numpy(), targets.to_numpy(),
             )  # fmt: skip

@@ -49,8 +49,8 @@ def test_demo_config_resolves_to_the_embedded_demo():
     cfg = load_config(CONFIGS / "demo.yaml")
     assert (cfg.run_name, cfg.seed, cfg.iterations) == ("demo", 0, 2)
     assert (cfg.policy.engine, cfg.policy.dtype, cfg.policy.endpoint) == ("auto", "float32", None)
-    assert cfg.data.dataset == "data/docstrings.jsonl"
-    assert (cfg.data.prompts_per_iteration, cfg.data.eval_prompts) == (48, 32)
+    assert cfg.data.dataset == "data/pydocs.jsonl.gz"
+    assert (cfg.data.prompts_per_iteration, cfg.data.eval_prompts) == (128, 64)
     assert cfg.data.prompt_template.endswith("in one short sentence.\n\n{prompt}")
     assert [(c.type, c.weight, c.options) for c in cfg.reward.components] == [
         ("embedding_similarity", 1.0, {}),
@@ -62,10 +62,11 @@ def test_demo_config_resolves_to_the_embedded_demo():
     search = cfg.search
     assert (search.beams, search.children, search.chunk_tokens) == (2, 2, 8)
     assert search.budget_u == 4 and search.selection == "diversity_first"
-    assert (cfg.reweight.scheme, cfg.reweight.beta) == ("argmax", 0.05)
+    assert (cfg.reweight.scheme, cfg.reweight.beta) == ("weighted", 1.0)
     assert (cfg.value.num_layers, cfg.value.beta, cfg.value.target) == (4, 1.0, "advantage")
     training = cfg.value.training
     assert (training.num_train_epochs, training.per_device_train_batch_size) == (2, 16)
+    assert training.model_dump()["bf16"] is True  # passed through to TrainingArguments
     assert training.learning_rate == pytest.approx(1e-4)
     assert cfg.eval.enabled and cfg.eval.baselines == ["base", "bon"]
     assert cfg.store.root == ".iro/store"
