@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from iro.base.methods import METHODS, MethodName
+
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 
 
@@ -151,7 +153,9 @@ class SearchConfig(Section):
 class DecodeConfig(Section):
     """How `iro decode` (and evaluation of a mode) turns a prompt into one response."""
 
-    mode: Literal["base", "bon", "iro", "vas", "args"] = "iro"
+    mode: MethodName = Field(
+        "iro", description="the method `iro decode` runs (iro/base/methods.py)"
+    )
     final_pick: Literal["reward", "value"] = Field(
         "reward", description="iro: best of the final candidates by reward, or top value"
     )
@@ -230,10 +234,18 @@ class ValueModelConfig(Section):
 
 class EvalConfig(Section):
     enabled: bool = True
-    baselines: list[Literal["base", "bon", "args"]] = Field(
+    baselines: list[MethodName] = Field(
         default_factory=lambda: ["base", "bon"],
-        description="base: one sample; bon: best of U = w*k; args: ARGS with the run's reward",
+        description="methods that need no value model: base (one sample), bon (best of U = w*k), "
+        "args (ARGS with the run's reward)",
     )
+
+    @model_validator(mode="after")
+    def _baselines_need_no_values(self) -> EvalConfig:
+        guided = [m for m in self.baselines if METHODS[m].uses_values]
+        if guided:
+            raise ValueError(f"{guided} need value models: they are evaluated per iteration")
+        return self
 
 
 class StoreConfig(Section):
