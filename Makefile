@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 REQS := $(wildcard requirements/*.txt) pyproject.toml
 
-.PHONY: install ui-deps demo test test-fast lint format clean-store
+.PHONY: install ui-deps demo bench bench-quick test test-fast lint format clean-store
 
 install: $(STAMP)
 
@@ -23,6 +23,13 @@ $(STAMP): $(REQS)
 
 demo: install
 	$(VENV)/bin/iro run configs/demo.yaml
+
+# IRO against best-of-N with intervals (benchmarks/results/iro_vs_bon-*.{json,md,png})
+bench: install
+	$(PY) benchmarks/iro_vs_bon.py --size full
+
+bench-quick: install
+	$(PY) benchmarks/iro_vs_bon.py --size quick
 
 # headless Chromium for the Prefect UI test (Debian package); a no-op once installed
 ui-deps:

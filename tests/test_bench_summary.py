@@ -1,0 +1,46 @@
+"""The benchmark's own arithmetic: best-of-U from one pool of draws, and the paired summary."""
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+SPEC = importlib.util.spec_from_file_location(
+    "iro_vs_bon", Path(__file__).parent.parent / "benchmarks" / "iro_vs_bon.py"
+)
+bench = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(bench)
+
+
+def test_base_is_the_first_draw_and_bon_u_the_best_of_the_first_u():
+    rewards = [0.1, 0.5, 0.2, 0.3, 0.9] + [0.0] * 11  # 16 draws of one prompt, in order
+    pool = pd.DataFrame({"prompt_id": "p", "candidate": range(16), "reward": rewards})
+    methods = bench.pool_methods(pool.sample(frac=1, random_state=0))  # order comes from candidate
+    assert methods[("base", 1)]["p"] == 0.1
+    assert methods[("bon-4", 4)]["p"] == 0.5
+    assert methods[("bon-8", 8)]["p"] == 0.9 and methods[("bon-16", 16)]["p"] == 0.9
+
+
+def test_summary_pairs_methods_on_the_same_prompts_and_averages_seeds():
+    reference = pd.Series([0.5] * 40, index=[f"p{i}" for i in range(40)])
+    rows = []
+    for seed in (0, 1):
+        for i, p in enumerate(reference.index):
+            rows.append({"method": "bon-4", "u": 4, "seed": seed, "prompt_id": p, "reward": 0.4})
+            rows.append({"method": "bon-16", "u": 16, "seed": seed, "prompt_id": p, "reward": 0.6})
+            better = 0.6 if i % 2 == 0 else 0.4  # wins on half the prompts
+            rows.append(
+                {"method": "iro-iter1", "u": 4, "seed": seed, "prompt_id": p, "reward": better}
+            )
+    methods, differences = bench.summarise(pd.DataFrame(rows), reference)
+    by_name = {m["method"]: m for m in methods}
+    assert by_name["bon-4"]["win_rate"] == 0.0 and by_name["bon-16"]["win_rate"] == 1.0
+    assert (
+        by_name["iro-iter1"]["win_rate"] == pytest.approx(0.5)
+        and by_name["iro-iter1"]["seeds"] == 2
+    )
+    vs_bon4 = next(d for d in differences if (d["a"], d["b"]) == ("iro-iter1", "bon-4"))
+    assert vs_bon4["win_rate_difference"] == pytest.approx(0.5) and vs_bon4["supported"]
+    vs_bon16 = next(d for d in differences if (d["a"], d["b"]) == ("iro-iter1", "bon-16"))
+    assert vs_bon16["win_rate_difference"] == pytest.approx(-0.5) and vs_bon16["supported"]
