@@ -114,3 +114,10 @@ def test_without_git_the_commit_is_null_and_the_id_unchanged(
     assert artifact.manifest["code_version"]["git_commit"] is None
     assert artifact.manifest["code_version"]["git_dirty"] is None
     assert artifact.id == with_git
+
+
+def test_atomic_writes_leave_ordinary_readable_files(tmp_path):
+    from iro.base.fsutil import atomic_write_json
+
+    atomic_write_json(tmp_path / "m.json", {"a": 1})
+    assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644
