@@ -14,14 +14,17 @@ from valuefn.training import (
 
 
 def rows(*examples):
-    """Training rows from (prompt, response, ended, target[, weight]) tuples."""
+    """One training row per (prompt, response, ended, target[, weight]) tuple."""
     import datasets
 
     full = [(*e, 1.0) if len(e) == 4 else e for e in examples]
     return datasets.Dataset.from_dict(
         {
-            k: [e[i] for e in full]
-            for i, k in enumerate(("prompt", "response", "ended", "target", "weight"))
+            "prompt": [e[0] for e in full],
+            "responses": [[e[1]] for e in full],
+            "ended": [[e[2]] for e in full],
+            "targets": [[e[3]] for e in full],
+            "weights": [[e[4]] for e in full],
         }
     )
 
@@ -55,18 +58,67 @@ def test_collator_masks_exactly_the_response_states(tiny_tokenizer):
         )
     )
     # example 0: prompt 2 tokens, response 3 + EOS -> states read at positions 1..5
-    assert batch["value_mask"][0].tolist() == [False, True, True, True, True, True]
+    assert batch["value_mask"][0, 0].tolist() == [False, True, True, True, True, True]
     # example 1: prompt 4 tokens, response 1 (no EOS) -> states at positions 3..4; position 5 is padding
-    assert batch["value_mask"][1].tolist() == [False, False, False, True, True, False]
-    assert batch["attention_mask"][1].tolist() == [1, 1, 1, 1, 1, 0]
-    assert batch["targets"].tolist() == [0.5, -1.0] and batch["weights"].tolist() == [1.0, 2.0]
+    assert batch["value_mask"][1, 0].tolist() == [False, False, False, True, True, False]
+    assert batch["attention_mask"][1, 0, 4].tolist() == [True] * 5 + [False]  # causal, no padding
+    # nothing real attends to the padding position; the padding row is never empty
+    assert batch["attention_mask"][1, 0, :, 5].tolist() == [False] * 5 + [True]
+    assert batch["targets"].tolist() == [[0.5], [-1.0]] and batch["weights"].tolist() == [
+        [1.0],
+        [2.0],
+    ]
 
 
-def test_loss_ignores_masked_positions_and_averages_per_sequence():
+def test_packed_responses_see_the_prompt_and_themselves_only(tiny_tokenizer):
+    import datasets
+
+    row = datasets.Dataset.from_dict(
+        {
+            "prompt": ["the list"],
+            "responses": [["returns a value", "one"]],
+            "ended": [[True, False]],
+            "targets": [[0.5, -1.0]],
+            "weights": [[1.0, 3.0]],
+        }
+    )
+    batch = ValueCollator(tiny_tokenizer, max_length=64)(list(row))
+    # prompt 2 tokens, response 0: 3 + EOS (positions 2..5), response 1: 1 token (position 6)
+    assert batch["position_ids"][0].tolist() == [0, 1, 2, 3, 4, 5, 2]
+    assert batch["attention_mask"][0, 0, 6].tolist() == [True, True] + [False] * 4 + [True]
+    assert batch["value_mask"][0, 1].tolist() == [False, True] + [False] * 4 + [True]
+    assert batch["value_mask"][0, 0].tolist() == [False, True, True, True, True, True, False]
+    assert batch["targets"].tolist() == [[0.5, -1.0]] and batch["weights"].tolist() == [[1.0, 3.0]]
+
+
+def test_a_packed_row_gives_each_response_the_values_it_has_alone(tiny_lm, tiny_tokenizer):
+    import datasets
+
+    model = TokenValueModel.from_causal_lm(str(tiny_lm)).eval()
+    torch.nn.init.normal_(model.value_head.weight, std=1.0)
+    prompt, responses, ended = (
+        "the list of data",
+        ["returns a value", "one", "list"],
+        [True, False, True],
+    )
+    row = datasets.Dataset.from_dict(
+        {"prompt": [prompt], "responses": [responses], "ended": [ended],
+         "targets": [[0.0] * 3], "weights": [[1.0] * 3]}
+    )  # fmt: skip
+    batch = ValueCollator(tiny_tokenizer, max_length=64)(list(row))
+    with torch.no_grad():
+        packed = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"])[0]
+        for j, (response, done) in enumerate(zip(responses, ended, strict=True)):
+            ids = torch.tensor([encode_pair(tiny_tokenizer, prompt, response, done, 64).input_ids])
+            alone = model(ids, torch.ones_like(ids))[0, 3:]  # the empty state onwards
+            torch.testing.assert_close(packed[batch["value_mask"][0, j]], alone, atol=1e-5, rtol=0)
+
+
+def test_loss_ignores_masked_positions_and_averages_per_response():
     values = torch.tensor([[9.0, 1.0, 3.0], [0.0, 0.0, 7.0]])
-    mask = torch.tensor([[False, True, True], [True, True, False]])
-    targets = torch.tensor([1.0, 1.0])
-    weights = torch.tensor([1.0, 3.0])
+    mask = torch.tensor([[[False, True, True]], [[True, True, False]]])
+    targets = torch.tensor([[1.0], [1.0]])
+    weights = torch.tensor([[1.0], [3.0]])
     # seq 0: mean(0.5*0, 0.5*4) = 1.0; seq 1: mean(0.5*1, 0.5*1) = 0.5; weighted mean: (1 + 1.5)/2
     loss = value_regression_loss(values, targets, mask, weights)
     assert loss.item() == pytest.approx(1.25)
@@ -74,6 +126,14 @@ def test_loss_ignores_masked_positions_and_averages_per_sequence():
     changed[0, 0] = -100.0
     changed[1, 2] = 100.0
     assert value_regression_loss(changed, targets, mask, weights).item() == pytest.approx(1.25)
+    # a padding response (no states) does not count, whatever its target and weight
+    padded = value_regression_loss(
+        values,
+        torch.tensor([[1.0, 50.0], [1.0, 50.0]]),
+        torch.cat([mask, torch.zeros_like(mask)], dim=1),
+        torch.tensor([[1.0, 9.0], [3.0, 9.0]]),
+    )
+    assert padded.item() == pytest.approx(1.25)
 
 
 def test_truncated_trunk_and_save_load_roundtrip(tiny_lm, tiny_tokenizer, tmp_path):
@@ -121,7 +181,7 @@ def test_training_fits_rewards_and_ranks(tiny_lm, tiny_tokenizer, tmp_path):
 def test_nan_reward_is_rejected(tiny_lm, tiny_tokenizer, tmp_path):
     model = TokenValueModel.from_causal_lm(str(tiny_lm))
     args = ValueTrainingArguments(output_dir=str(tmp_path), use_cpu=True, report_to="none")
-    with pytest.raises(ValueError, match="non-finite reward in value training example 1"):
+    with pytest.raises(ValueError, match="non-finite reward in value training row 1"):
         train_value_model(
             model, tiny_tokenizer,
             rows(("a", "b", True, 1.0), ("a", "b", True, float("nan"))), args,
@@ -207,5 +267,40 @@ def test_advantage_targets_subtract_the_prompts_mean_reward():
             "weight": [1.0, 1.0],
         }
     )
-    assert value_rows(table, "advantage")["target"] == pytest.approx([0.3, -0.1])
-    assert value_rows(table, "reward")["target"] == pytest.approx([0.9, 0.5])
+    assert value_rows(table, "advantage", pack=False)["targets"] == [
+        [pytest.approx(0.3)],
+        [pytest.approx(-0.1)],
+    ]
+    packed = value_rows(table, "reward", pack=True)
+    assert len(packed) == 1 and packed[0]["responses"] == ["a", "b"]
+    assert packed[0]["targets"] == pytest.approx([0.9, 0.5])
+
+
+def test_packed_training_in_bf16_fits_and_ranks(tiny_lm, tiny_tokenizer, tmp_path):
+    import datasets
+
+    torch.manual_seed(0)
+    model = TokenValueModel.from_causal_lm(str(tiny_lm))
+    packed = datasets.Dataset.from_dict(
+        {
+            "prompt": ["the document"] * 8,
+            "responses": [["returns a value", "list of file path"]] * 8,
+            "ended": [[True, True]] * 8,
+            "targets": [[1.0, -1.0]] * 8,
+            "weights": [[1.0, 1.0]] * 8,
+        }
+    )
+    args = ValueTrainingArguments(
+        output_dir=str(tmp_path / "work"), learning_rate=3e-3, num_train_epochs=15, bf16=True,
+        per_device_train_batch_size=4, logging_steps=1, use_cpu=True, disable_tqdm=True,
+        report_to="none", max_length=64,
+    )  # fmt: skip
+    metrics = train_value_model(model, tiny_tokenizer, packed, args)
+    assert metrics["examples"] == 16 and metrics["rows"] == 8
+    assert metrics["last_logged_loss"] < metrics["first_logged_loss"]
+    model.save(tmp_path / "v", tiny_tokenizer)
+    ensemble = ValueEnsemble.load([tmp_path / "v"], [1.0], max_length=64, batch_size=2)
+    good, bad = ensemble.score(
+        ["the document"] * 2, ["returns a value", "list of file path"], [True, True]
+    )
+    assert good > bad

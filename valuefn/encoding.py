@@ -16,16 +16,33 @@ class EncodedPair:
     prompt_len: int  # number of prompt tokens kept after left truncation
 
 
-def encode_pair(tokenizer, prompt: str, response: str, ended: bool, max_length: int) -> EncodedPair:
-    response_ids = tokenizer(response, add_special_tokens=False).input_ids
-    if ended:
-        response_ids = [*response_ids, tokenizer.eos_token_id]
-    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
-    room = max_length - len(response_ids)
+@dataclass(frozen=True)
+class EncodedGroup:
+    prompt_ids: list[int]  # left-truncated so that it fits with the longest response
+    response_ids: list[list[int]]
+
+
+def encode_group(
+    tokenizer, prompt: str, responses: list[str], ended: list[bool], max_length: int
+) -> EncodedGroup:
+    """A prompt and the responses that continue it; prompt + any one response fits max_length."""
+    eos = [tokenizer.eos_token_id]
+    response_ids = [
+        tokenizer(r, add_special_tokens=False).input_ids + (eos if e else [])
+        for r, e in zip(responses, ended, strict=True)
+    ]
+    longest = max(len(ids) for ids in response_ids)
+    room = max_length - longest
     if room < 1:
         raise ValueError(
-            f"a response of {len(response_ids)} tokens leaves no room for the prompt within "
+            f"a response of {longest} tokens leaves no room for the prompt within "
             f"value.max_length = {max_length}"
         )
-    prompt_ids = prompt_ids[-room:]  # keep the end of the prompt: it holds the instruction tail
-    return EncodedPair(input_ids=prompt_ids + response_ids, prompt_len=len(prompt_ids))
+    prompt_ids = tokenizer(prompt, add_special_tokens=False).input_ids
+    # keep the end of the prompt: it holds the instruction tail
+    return EncodedGroup(prompt_ids=prompt_ids[-room:], response_ids=response_ids)
+
+
+def encode_pair(tokenizer, prompt: str, response: str, ended: bool, max_length: int) -> EncodedPair:
+    group = encode_group(tokenizer, prompt, [response], [ended], max_length)
+    return EncodedPair(group.prompt_ids + group.response_ids[0], len(group.prompt_ids))

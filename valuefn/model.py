@@ -44,9 +44,20 @@ class TokenValueModel(nn.Module):
         """Hidden states (..., hidden) -> values (...) in the targets' units."""
         return self.target_mean + self.target_scale * self.value_head(hidden).squeeze(-1).float()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Values of shape (batch, seq): entry t is V of the text up to and including token t."""
-        hidden = self.trunk(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Values of shape (batch, seq): entry t is V of the text up to and including token t.
+
+        `attention_mask` is the usual (batch, seq) padding mask, or a (batch, 1, seq, seq) boolean
+        mask of what each position may attend to (several responses packed after one prompt).
+        """
+        hidden = self.trunk(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+        ).last_hidden_state
         return self.read_values(hidden)
 
     @torch.no_grad()

@@ -23,13 +23,15 @@ from transformers import Trainer
 from trl import RewardConfig
 from trl.trainer.utils import disable_dropout_in_model
 
-from valuefn.encoding import encode_pair
+from valuefn.encoding import encode_group
 from valuefn.model import TokenValueModel
 
 log = logging.getLogger(__name__)
 
-# The columns of a value-training set: what the value model reads and the target it regresses to.
-COLUMNS = ("prompt", "response", "ended", "target", "weight")
+# One row of a value-training set: a prompt and the candidate responses that continue it, each
+# with the target it regresses to and its loss weight (lists of equal length).
+COLUMNS = ("prompt", "responses", "ended", "targets", "weights")
+PADDING = -2  # segment id of padding positions; -1 is the prompt, j >= 0 response j
 
 
 @dataclass
@@ -43,7 +45,12 @@ class ValueTrainingArguments(RewardConfig):
 
 
 class ValueCollator:
-    """Tokenise a batch of rows and build per-position targets and the response mask."""
+    """Pack each row into one sequence: the prompt once, then every response after it.
+
+    Response j attends to the prompt and to its own earlier tokens only, and its positions
+    continue the prompt's, so each response is read exactly as if it followed the prompt alone,
+    while the prompt, most of the tokens, is read once per row instead of once per response.
+    """
 
     def __init__(self, tokenizer, max_length: int):
         self.tokenizer = tokenizer
@@ -51,39 +58,71 @@ class ValueCollator:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        pairs = [
-            encode_pair(self.tokenizer, r["prompt"], r["response"], r["ended"], self.max_length)
+        groups = [
+            encode_group(self.tokenizer, r["prompt"], r["responses"], r["ended"], self.max_length)
             for r in rows
         ]
-        input_ids = torch.nn.utils.rnn.pad_sequence(
-            [torch.tensor(p.input_ids) for p in pairs], batch_first=True, padding_value=self.pad_id
-        )
-        lengths = torch.tensor([len(p.input_ids) for p in pairs])
-        positions = torch.arange(input_ids.shape[1])
-        attention_mask = (positions[None, :] < lengths[:, None]).long()
-        # states y<0 (empty response, read at the last prompt token) .. after the last token
-        starts = torch.tensor([p.prompt_len - 1 for p in pairs])
-        value_mask = (positions[None, :] >= starts[:, None]) & attention_mask.bool()
+        ids, positions, segments = [], [], []
+        for g in groups:
+            ids.append(torch.tensor(g.prompt_ids + [t for r in g.response_ids for t in r]))
+            prompt_len = len(g.prompt_ids)
+            positions.append(
+                torch.tensor(
+                    [*range(prompt_len)]
+                    + [prompt_len + i for r in g.response_ids for i in range(len(r))]
+                )
+            )
+            segments.append(
+                torch.tensor(
+                    [-1] * prompt_len + [j for j, r in enumerate(g.response_ids) for _ in r]
+                )
+            )
+        pad = torch.nn.utils.rnn.pad_sequence
+        input_ids = pad(ids, batch_first=True, padding_value=self.pad_id)
+        position_ids = pad(positions, batch_first=True, padding_value=0)
+        segment = pad(segments, batch_first=True, padding_value=PADDING)
+
+        order = torch.arange(input_ids.shape[1])
+        causal = order[None, :] <= order[:, None]  # (query, key)
+        seg_q, seg_k = segment[:, :, None], segment[:, None, :]
+        allowed = causal & ((seg_k == -1) | (seg_k == seg_q)) & (seg_k != PADDING)
+        allowed |= torch.eye(len(order), dtype=torch.bool) & (seg_q == PADDING)  # no empty rows
+
+        width = max(len(r["responses"]) for r in rows)
+        value_mask = torch.zeros((len(rows), width, input_ids.shape[1]), dtype=torch.bool)
+        targets = torch.zeros((len(rows), width))
+        weights = torch.zeros((len(rows), width))
+        for b, (row, g) in enumerate(zip(rows, groups, strict=True)):
+            n = len(row["responses"])
+            # state y<0 (empty response) is read at the last prompt token, then each token's state
+            value_mask[b, :n] = segment[b][None, :] == torch.arange(n)[:, None]
+            value_mask[b, :n, len(g.prompt_ids) - 1] = True
+            targets[b, :n] = torch.tensor(row["targets"], dtype=torch.float32)
+            weights[b, :n] = torch.tensor(row["weights"], dtype=torch.float32)
         return {
             "input_ids": input_ids,
-            "attention_mask": attention_mask,
+            "position_ids": position_ids,
+            "attention_mask": allowed[:, None],  # (batch, 1, query, key): True = may attend
             "value_mask": value_mask,
-            "targets": torch.tensor([r["target"] for r in rows], dtype=torch.float32),
-            "weights": torch.tensor([r["weight"] for r in rows], dtype=torch.float32),
+            "targets": targets,
+            "weights": weights,
         }
 
 
 def value_regression_loss(
     values: torch.Tensor, targets: torch.Tensor, value_mask: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
-    """mean_i w_i * mean_{t in response_i} 1/2 (V_it - r_i)^2.
+    """mean_i w_i * mean_{t in response_i} 1/2 (V_t - r_i)^2 over every response i in the batch.
 
-    Each sequence counts once whatever its length; weights come from reweighting (mean 1).
+    `values` (batch, seq); per response: `targets` and `weights` (batch, responses) and its states
+    `value_mask` (batch, responses, seq). Each response counts once whatever its length; one
+    without states is padding. Weights come from reweighting (mean 1).
     """
-    squared = 0.5 * (values - targets[:, None]) ** 2
+    squared = 0.5 * (values[:, None, :] - targets[:, :, None]) ** 2
     mask = value_mask.to(values.dtype)
-    per_sequence = (squared * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
-    return (weights * per_sequence).mean()
+    states = mask.sum(dim=-1)
+    per_response = (squared * mask).sum(dim=-1) / states.clamp(min=1)
+    return (weights * per_response)[states > 0].mean()
 
 
 class ValueTrainer(Trainer):
@@ -93,7 +132,7 @@ class ValueTrainer(Trainer):
             disable_dropout_in_model(self.model)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        values = model(inputs["input_ids"], inputs["attention_mask"])
+        values = model(inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"])
         scale = model.target_scale  # regress in standardised units: the lr means the same always
         loss = value_regression_loss(
             values / scale, inputs["targets"] / scale, inputs["value_mask"], inputs["weights"]
@@ -103,7 +142,8 @@ class ValueTrainer(Trainer):
 
 def standardise_targets(model: TokenValueModel, rows: datasets.Dataset) -> None:
     """Set the head's output affine to the (weighted) mean and spread of the targets."""
-    targets, weights = np.asarray(rows["target"]), np.asarray(rows["weight"])
+    targets = np.concatenate([np.asarray(t, dtype=float) for t in rows["targets"]])
+    weights = np.concatenate([np.asarray(w, dtype=float) for w in rows["weights"]])
     mean = float(np.average(targets, weights=weights))
     spread = float(np.sqrt(np.average((targets - mean) ** 2, weights=weights)))
     model.target_mean = mean
@@ -122,9 +162,9 @@ def train_value_model(
     missing = [c for c in COLUMNS if c not in rows.column_names]
     if missing:
         raise ValueError(f"value training rows lack columns {missing}")
-    bad = [i for i, t in enumerate(rows["target"]) if not math.isfinite(t)]
+    bad = [i for i, ts in enumerate(rows["targets"]) if not all(math.isfinite(t) for t in ts)]
     if bad:
-        raise ValueError(f"non-finite reward in value training example {bad[0]}")
+        raise ValueError(f"non-finite reward in value training row {bad[0]}")
     standardise_targets(model, rows)
     trainer = ValueTrainer(
         model=model,
@@ -140,7 +180,8 @@ def train_value_model(
         "first_logged_loss": losses[0] if losses else float("nan"),
         "last_logged_loss": losses[-1] if losses else float("nan"),
         "steps": float(result.global_step),
-        "examples": float(len(rows)),
+        "examples": float(sum(len(r) for r in rows["responses"])),
+        "rows": float(len(rows)),
         "target_mean": model.target_mean,
         "target_scale": model.target_scale,
     }

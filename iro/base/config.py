@@ -208,6 +208,12 @@ class ValueModelConfig(Section):
         description="regress to the reward, or to the reward minus its prompt's mean over all "
         "scored candidates (the search only compares candidates of one prompt)",
     )
+    pack_candidates: bool = Field(
+        False,
+        description="train on one row per prompt with all its candidates packed after it (the "
+        "prompt is read once; a batch is per_device_train_batch_size prompts) instead of one row "
+        "per candidate",
+    )
     training: ValueTrainingConfig = Field(default_factory=ValueTrainingConfig)
     init_from_previous: bool = Field(True, description="V_k starts from V_{k-1}")
     score_batch_size: int = Field(16, ge=1)

@@ -56,6 +56,7 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
         "value.num_layers",
         "value.max_length",
         "value.target",
+        "value.pack_candidates",
         "value.training",
         "seed",
     ),

@@ -11,24 +11,32 @@ import torch
 
 from iro.base.config import ConfigError, RunConfig
 from iro.base.models import resolve_model
-from valuefn.training import ValueTrainingArguments, train_value_model
+from valuefn.training import COLUMNS, ValueTrainingArguments, train_value_model
 
 
-def value_rows(table: pd.DataFrame, target: str) -> datasets.Dataset:
-    """The training rows: what the value model reads, and the reward or advantage it regresses to."""
+def value_rows(table: pd.DataFrame, target: str, pack: bool) -> datasets.Dataset:
+    """Training rows: a prompt and its candidates, with the reward or advantage each regresses to.
+
+    `pack`: one row per prompt holding all its candidates (the prompt is read once per row);
+    otherwise one row per candidate, as the reweighted table has them.
+    """
     regress_to = table["reward"]
     if target == "advantage":
         regress_to = table["reward"] - table["prompt_mean_reward"]
     frame = pd.DataFrame(
         {
             "prompt": table["prompt_text"],
-            "response": table["response"],
+            "responses": table["response"],
             "ended": table["ended"].astype(bool),
-            "target": regress_to.astype(float),
-            "weight": table["weight"].astype(float),
+            "targets": regress_to.astype(float),
+            "weights": table["weight"].astype(float),
         }
     )
-    return datasets.Dataset.from_pandas(frame, preserve_index=False)
+    if pack:
+        frame = frame.groupby("prompt", sort=False).agg(list).reset_index()
+    else:
+        frame = frame.assign(**{c: frame[c].map(lambda v: [v]) for c in COLUMNS[1:]})
+    return datasets.Dataset.from_pandas(frame[list(COLUMNS)], preserve_index=False)
 
 
 def training_arguments(cfg: RunConfig, work_dir: Path) -> ValueTrainingArguments:
@@ -68,6 +76,7 @@ def train_value(
         backbone = resolve_model(v.backbone, cfg.cache_dir)
         model = TokenValueModel.from_causal_lm(backbone, v.num_layers, cfg.policy.trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(backbone)
-    metrics = train_value_model(model, tokenizer, value_rows(table, v.target), args)
+    rows = value_rows(table, v.target, v.pack_candidates)
+    metrics = train_value_model(model, tokenizer, rows, args)
     model.save(out_dir, tokenizer)
     return metrics
