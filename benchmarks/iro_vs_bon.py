@@ -95,7 +95,8 @@ def with_search(cfg: RunConfig, beams: int, children: int) -> RunConfig:
 
 def sample_pool(cfg: RunConfig, prompts: pd.DataFrame, seed: int) -> pd.DataFrame:
     """16 plain samples per prompt, scored, in draw order (candidate 0 is the first draw)."""
-    settings = SearchSettings.best_of_n(max(BON_US), cfg.sampling.max_new_tokens)
+    stop = tuple(cfg.sampling.stop or ())
+    settings = SearchSettings.best_of_n(max(BON_US), cfg.sampling.max_new_tokens, stop)
     pool = generate(cfg, prompts, settings, [], seed, guided=False)
     return score_table(build_run_reward(cfg), pool)
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from iro.base.config import EMBEDDED_MODEL, ConfigError, load_config, parse_override
+from iro.base.config import EMBEDDED_MODEL, ConfigError, load_config, parse_config, parse_override
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -136,3 +136,26 @@ def test_overrides_apply_dotted_keys(tmp_path):
 def test_bad_override_syntax():
     with pytest.raises(ConfigError, match="key=value"):
         parse_override("search.beams")
+
+
+@pytest.mark.parametrize(
+    ("training", "message"),
+    [
+        ({"learnin_rate": 1e-4}, "not TrainingArguments fields"),
+        ({"seed": 3}, "set by the pipeline"),
+    ],
+)
+def test_a_bad_value_training_key_stops_before_any_stage(training, message):
+    from iro.pipeline.runner import Pipeline
+
+    with pytest.raises(ConfigError, match=message):
+        Pipeline(parse_config({"value": {"training": training}}))
+
+
+def test_a_beta_list_needs_a_beta_per_iteration():
+    with pytest.raises(ConfigError, match="lists 1 betas for 2 iterations"):
+        parse_config({"iterations": 2, "value": {"beta": [1.0]}})
+    assert parse_config({"iterations": 2, "value": {"beta": [1.0, 2.0]}}).value.betas(2) == [
+        1.0,
+        2.0,
+    ]

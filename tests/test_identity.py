@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from iro.base.config import RunConfig, parse_config, set_dotted_key
 from iro.base.store import ArtifactStore
+from iro.pipeline import identity
 from iro.pipeline.identity import STAGE_READS, config_slice, is_accounted_for, stages_reading
 
 # Configs in which every optional section exists, so that its keys can be changed too.
@@ -108,6 +109,12 @@ def _changed_stages(before: RunConfig, after: RunConfig) -> set[str]:
 LEAVES = schema_leaves()
 
 
+@pytest.fixture(autouse=True)
+def vllm_is_the_default_engine(monkeypatch):
+    """Resolve `auto` as on a machine with vLLM, whether or not this one has it."""
+    monkeypatch.setattr(identity, "resolve_backend", lambda e: "vllm" if e == "auto" else e)
+
+
 def test_every_config_key_has_an_entry_in_the_identity_table():
     missing = [key for key in LEAVES if not is_accounted_for(key)]
     assert not missing, f"add these keys to iro/pipeline/identity.py: {missing}"
@@ -149,3 +156,24 @@ def test_memory_knobs_do_not_change_what_a_stage_is():
     small = parse_config({"policy": {"cpu_kv_cache_gib": 1, "gpu_memory_utilization": 0.2}})
     large = parse_config({"policy": {"cpu_kv_cache_gib": 4, "gpu_memory_utilization": 0.9}})
     assert _changed_stages(small, large) == set()
+
+
+def test_only_the_betas_of_the_guiding_value_models_count():
+    three = {"iterations": 3, "value": {"beta": [1.0, 1.0, 1.0]}}
+    other_third = {"iterations": 3, "value": {"beta": [1.0, 1.0, 5.0]}}
+    a, b = parse_config(three), parse_config(other_third)
+    assert config_slice(a, "guided_rollout", value_models=2) == config_slice(
+        b, "guided_rollout", value_models=2
+    )
+    assert config_slice(a, "eval-iro", value_models=3) != config_slice(
+        b, "eval-iro", value_models=3
+    )
+
+
+def test_token_level_methods_do_not_depend_on_the_search_engine():
+    hf, vllm = (
+        parse_config({"policy": {"engine": "hf"}}),
+        parse_config({"policy": {"engine": "vllm"}}),
+    )
+    for stage in ("eval-args", "eval-vas"):
+        assert config_slice(hf, stage) == config_slice(vllm, stage)

@@ -7,7 +7,10 @@ of the finished state. The value of response prefix y<t is read at index prompt_
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import torch
 
 
 @dataclass(frozen=True)
@@ -46,3 +49,11 @@ def encode_group(
 def encode_pair(tokenizer, prompt: str, response: str, ended: bool, max_length: int) -> EncodedPair:
     group = encode_group(tokenizer, prompt, [response], [ended], max_length)
     return EncodedPair(group.prompt_ids + group.response_ids[0], len(group.prompt_ids))
+
+
+def right_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids padded on the right with `pad`, and their attention mask."""
+    tensors = [torch.tensor(r, dtype=torch.long) for r in rows]
+    ids = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True, padding_value=pad)
+    mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(t) for t in tensors], batch_first=True)
+    return ids, mask

@@ -11,9 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch.nn.utils.rnn import pad_sequence
 
-from valuefn.encoding import encode_pair
+from valuefn.encoding import encode_pair, right_pad
 
 
 class ImplicitRewardScorer:
@@ -73,9 +72,7 @@ class ImplicitRewardScorer:
                 encode_pair(self.tokenizer, prompts[i], responses[i], ended[i], self.max_length)
                 for i in rows
             ]
-            tensors = [torch.tensor(p.input_ids, dtype=torch.long) for p in pairs]
-            ids = pad_sequence(tensors, batch_first=True, padding_value=pad)
-            mask = pad_sequence([torch.ones_like(r) for r in tensors], batch_first=True)
+            ids, mask = right_pad([p.input_ids for p in pairs], pad)
             starts = [p.prompt_len for p in pairs]
             ratio = self._response_logprob(self.tuned, ids, mask, starts) - self._response_logprob(
                 self.untuned, ids, mask, starts

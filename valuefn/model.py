@@ -55,6 +55,8 @@ class TokenValueModel(nn.Module):
         `attention_mask` is the usual (batch, seq) padding mask, or a (batch, 1, seq, seq) boolean
         mask of what each position may attend to (several responses packed after one prompt).
         """
+        if attention_mask.ndim == 4 and self.config._attn_implementation != "sdpa":
+            raise ValueError("a boolean (batch, 1, seq, seq) attention mask needs sdpa attention")
         hidden = self.trunk(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
         ).last_hidden_state

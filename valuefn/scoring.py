@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from valuefn.encoding import encode_pair
+from valuefn.encoding import encode_pair, right_pad
 from valuefn.model import TokenValueModel
 
 PROMPT_CACHE_SIZE = 256  # prompts whose KV cache a value model keeps (a few MB each at most)
@@ -51,15 +51,6 @@ class LoadedValue:
                 self.prompts.popitem(last=False)
         self.prompts.move_to_end(prompt)
         return state
-
-
-def _right_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids padded on the right with `pad`, and their attention mask."""
-    pad_sequence = torch.nn.utils.rnn.pad_sequence
-    tensors = [torch.tensor(r, dtype=torch.long) for r in rows]
-    ids = pad_sequence(tensors, batch_first=True, padding_value=pad)
-    mask = pad_sequence([torch.ones_like(t) for t in tensors], batch_first=True)
-    return ids, mask
 
 
 def _last_real(values: torch.Tensor, mask: torch.Tensor) -> list[float]:
@@ -115,7 +106,7 @@ class ValueEnsemble:
             encode_pair(member.tokenizer, prompt, r, e, self.max_length)
             for r, e in zip(responses, ended, strict=True)
         ]
-        ids, mask = _right_pad([p.input_ids for p in pairs], self._pad_id(member))
+        ids, mask = right_pad([p.input_ids for p in pairs], self._pad_id(member))
         return _last_real(member.model(ids, mask), mask)
 
     def _incremental(
@@ -126,7 +117,7 @@ class ValueEnsemble:
         nonempty = [i for i, row in enumerate(rows) if row]
         for start in range(0, len(nonempty), self.batch_size):
             batch = nonempty[start : start + self.batch_size]
-            ids, mask = _right_pad([rows[i] for i in batch], self._pad_id(member))
+            ids, mask = right_pad([rows[i] for i in batch], self._pad_id(member))
             extended = member.model.extend(state.cache, len(state.ids), ids, mask)
             for i, value in zip(batch, _last_real(extended, mask), strict=True):
                 values[i] = value

@@ -133,7 +133,8 @@ class ValueTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         values = model(inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"])
-        scale = model.target_scale  # regress in standardised units: the lr means the same always
+        # regress in standardised units, so a learning rate means the same for any reward's range
+        scale = self.accelerator.unwrap_model(model).target_scale
         loss = value_regression_loss(
             values / scale, inputs["targets"] / scale, inputs["value_mask"], inputs["weights"]
         )

@@ -1,8 +1,8 @@
 """The one typed schema for a run config.
 
 Every section forbids unknown keys, so a typo is an error that names the key before any work
-starts. Each stage hashes only its own slice of the config (see `iro.base.store`), so changing, say,
-the evaluation settings does not invalidate finished rollouts.
+starts. Each stage hashes only the settings it reads (see `iro.pipeline.identity`), so changing,
+say, the evaluation settings does not invalidate finished rollouts.
 """
 
 from __future__ import annotations
@@ -302,6 +302,14 @@ class RunConfig(Section):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+
+    @model_validator(mode="after")
+    def _a_beta_per_iteration(self) -> RunConfig:
+        if isinstance(self.value.beta, list) and len(self.value.beta) < self.iterations:
+            raise ValueError(
+                f"value.beta lists {len(self.value.beta)} betas for {self.iterations} iterations"
+            )
+        return self
 
 
 def _format_validation_error(err: ValidationError, source: str) -> str:

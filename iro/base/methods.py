@@ -54,13 +54,7 @@ METHODS: dict[str, Method] = {
             "vas",
             "token",
             uses_values=True,
-            reads=(
-                "decode.token_top_k",
-                "decode.guidance_beta",
-                "decode.greedy",
-                "value.beta",
-                "value.max_length",
-            ),
+            reads=("decode.token_top_k", "decode.guidance_beta", "decode.greedy", "value.beta"),
         ),
         Method(
             "args",

@@ -13,21 +13,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from iro.base.config import RunConfig
 from iro.base.engines.factory import resolve_backend
 from iro.pipeline.methods import METHODS
 
-# What every generation reads: the policy and how it is prompted, the sampler, the seed. The
-# engine is the resolved back end (auto -> vllm or hf): the back ends draw different samples for
-# the same seeds, so switching engine must not reuse the other's samples.
-GENERATION = (
+# What every generation reads: the policy and how it is prompted, the sampler, the seed.
+PROMPTS = (
     "policy.model",
-    "policy.engine",
     "policy.dtype",
-    "policy.endpoint.base_url",
-    "policy.endpoint.model",
-    "policy.endpoint.prompt_as_token_ids",
-    "policy.endpoint.supports_top_k",
     "data.dataset",
     "data.split_field",
     "data.prompt_field",
@@ -35,9 +30,21 @@ GENERATION = (
     "data.id_field",
     "data.prompt_template",
     "data.use_chat_template",
-    "sampling",
     "seed",
 )
+# The engine is the resolved back end (auto -> vllm or hf): the back ends draw different samples
+# for the same seeds, so switching engine must not reuse the other's samples.
+GENERATION = (
+    *PROMPTS,
+    "policy.engine",
+    "policy.endpoint.base_url",
+    "policy.endpoint.model",
+    "policy.endpoint.prompt_as_token_ids",
+    "policy.endpoint.supports_top_k",
+    "sampling",
+)
+# Token-level methods run on transformers with their own top-k and no stop strings.
+TOKEN_GENERATION = (*PROMPTS, "sampling.temperature", "sampling.max_new_tokens")
 TRAIN_PROMPTS = ("data.train_split", "data.prompts_per_iteration")
 EVAL_PROMPTS = ("data.eval_split", "data.eval_prompts")
 # The IRO search as a rollout runs it (it keeps every final candidate: no final pick).
@@ -61,7 +68,12 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
         "seed",
     ),
     **{
-        f"eval-{name}": (*GENERATION, *EVAL_PROMPTS, "reward.components", *method.reads)
+        f"eval-{name}": (
+            *(GENERATION if method.runs_on == "search" else TOKEN_GENERATION),
+            *EVAL_PROMPTS,
+            "reward.components",
+            *method.reads,
+        )
         for name, method in METHODS.items()
     },
     "report": (
@@ -135,11 +147,20 @@ def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return leaves
 
 
-def config_slice(cfg: RunConfig, stage: str) -> dict[str, Any]:
-    """The settings of `cfg` that the stage kind `stage` reads, as {dotted key: value}."""
+def config_slice(cfg: RunConfig, stage: str, value_models: int | None = None) -> dict[str, Any]:
+    """The settings of `cfg` that the stage kind `stage` reads, as {dotted key: value}.
+
+    Settings are recorded as used: the engine resolved, value.beta as the betas of the
+    `value_models` value models that guide (beta_3 does not change what V_1, V_2 produce), and
+    the device that generates and trains (a GPU's samples and weights differ from a CPU's).
+    """
     reads = STAGE_READS[stage]
     leaves = _leaves(cfg.model_dump(mode="json"))
     chosen = {k: v for k, v in leaves.items() if any(_covers(e, k) for e in reads)}
     if "policy.engine" in chosen:
         chosen["policy.engine"] = resolve_backend(cfg.policy.engine)
+    if "value.beta" in chosen and value_models is not None:
+        chosen["value.beta"] = cfg.value.betas(value_models)
+    if stage not in ("score", "reweight", "report"):
+        chosen["device"] = "cuda" if torch.cuda.is_available() else "cpu"
     return chosen

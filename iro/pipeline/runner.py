@@ -27,7 +27,7 @@ from iro.pipeline.identity import config_slice
 from iro.pipeline.methods import get_method, rollout_settings, samples_per_prompt
 from iro.pipeline.reweight import reweight
 from iro.pipeline.scoring import build_run_reward, score_table
-from iro.pipeline.value_training import train_value
+from iro.pipeline.value_training import train_value, training_arguments
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,9 @@ class Pipeline:
     def __init__(self, cfg: RunConfig, store: ArtifactStore | None = None):
         self.cfg = cfg
         self.store = store or ArtifactStore(cfg.store.root)
+        # a misspelt value.training key stops here, not after the rollout has run
+        with tempfile.TemporaryDirectory(prefix="iro-check-") as work:
+            training_arguments(cfg, Path(work))
 
     def _stage(
         self,
@@ -79,7 +82,7 @@ class Pipeline:
         """Candidates from pi_{k-1}: plain samples for k = 1, the guided search after."""
         c = self.cfg
         kind = "sample_rollout" if iteration == 1 else "guided_rollout"
-        config = {**config_slice(c, kind), "iteration": iteration}
+        config = {**config_slice(c, kind, value_models=len(values)), "iteration": iteration}
 
         def build(out: Path) -> dict[str, Any]:
             train = load_prompts(c.data, c.data.train_split)
@@ -173,7 +176,7 @@ class Pipeline:
         c = self.cfg
         if get_method(method).uses_values and not values:
             raise ValueError(f"evaluating {method!r} needs at least one value model")
-        config = {**config_slice(c, f"eval-{method}"), "method": method}
+        config = {**config_slice(c, f"eval-{method}", value_models=len(values)), "method": method}
 
         def build(out: Path) -> dict[str, Any]:
             prompts = eval_slice(load_prompts(c.data, c.data.eval_split), c.data.eval_prompts)

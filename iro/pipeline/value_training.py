@@ -41,21 +41,27 @@ def value_rows(table: pd.DataFrame, target: str, pack: bool) -> datasets.Dataset
 
 def training_arguments(cfg: RunConfig, work_dir: Path) -> ValueTrainingArguments:
     """`value.training` as given, plus what the pipeline fixes (paths, seed, device, logging)."""
+    fixed = {
+        "output_dir": str(work_dir),
+        "max_length": cfg.value.max_length,
+        "logging_steps": 5,
+        "seed": cfg.seed,
+        "use_cpu": not torch.cuda.is_available(),
+        "disable_tqdm": True,
+        "report_to": "none",
+    }
     given = cfg.value.training.model_dump()
     known = {f.name for f in dataclasses.fields(ValueTrainingArguments)}
     unknown = sorted(set(given) - known)
     if unknown:
         raise ConfigError(f"value.training: {unknown} are not TrainingArguments fields")
-    return ValueTrainingArguments(
-        **given,
-        output_dir=str(work_dir),
-        max_length=cfg.value.max_length,
-        logging_steps=5,
-        seed=cfg.seed,
-        use_cpu=not torch.cuda.is_available(),
-        disable_tqdm=True,
-        report_to="none",
-    )
+    reserved = sorted(set(given) & set(fixed))
+    if reserved:
+        raise ConfigError(
+            f"value.training: {reserved} are set by the pipeline (seed: the config's seed; "
+            "max_length: value.max_length)"
+        )
+    return ValueTrainingArguments(**given, **fixed)
 
 
 def train_value(

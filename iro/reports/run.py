@@ -18,9 +18,10 @@ from typing import Any
 
 import pandas as pd
 
-from iro.base.config import ReportConfig
+from iro.base.config import ReportConfig, RunConfig
 from iro.base.fsutil import atomic_write_json, atomic_write_text
 from iro.base.store import Artifact, ArtifactStore
+from iro.pipeline.identity import config_slice
 from iro.reports.alpaca import run_alpaca_eval
 from iro.reports.judge import PROMPTS, judge_pairs
 from iro.reports.render import markdown_summary
@@ -30,7 +31,7 @@ from reward.openai_client import ChatClient
 log = logging.getLogger(__name__)
 
 STAGE = "report"
-STAGE_VERSION = 1
+STAGE_VERSION = 2
 REFERENCE = "reference"
 
 
@@ -175,8 +176,8 @@ def _alpaca_row(
 
 
 def report_config_slice(cfg: ReportConfig) -> dict[str, Any]:
-    """What the report depends on; names of key sources, never a key."""
-    return cfg.model_dump()
+    """What the report depends on (iro/pipeline/identity.py): no key, key source or retry count."""
+    return config_slice(RunConfig(report=cfg), "report")
 
 
 def build_report(

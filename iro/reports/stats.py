@@ -61,8 +61,9 @@ def reward_win_rate(method_rewards, baseline_rewards) -> WinRate:
     """The win rate of one method's rewards over a baseline's, prompt by prompt.
 
     P(reward(method) > reward(baseline)), a tie counting half, with Wilson's 95% interval; the
-    evaluation table, the reports and the benchmarks all use this one function. No prompts give
-    no rate (win_rate None), never a division by zero.
+    evaluation table and the reports use this one function (the benchmark pairs the same
+    per-prompt outcomes, `win_outcomes`, across methods instead). No prompts give no rate
+    (win_rate None), never a division by zero.
     """
     return summarize(reward_outcomes(method_rewards, baseline_rewards))
 
