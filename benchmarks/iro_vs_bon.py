@@ -61,9 +61,9 @@ SIZES: dict[str, dict[str, Any]] = {
     },
     # the README's numbers, sized to finish within an hour on 2 CPU cores
     "full": {
-        "overrides": {"data.prompts_per_iteration": 256, "data.eval_prompts": 200, "iterations": 3},
+        "overrides": {"data.prompts_per_iteration": 256, "data.eval_prompts": 120, "iterations": 3},
         "seeds": (0, 1, 2),
-        "args_prompts": 24,
+        "args_prompts": 16,
         "large_u": False,
     },
 }
