@@ -19,7 +19,7 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from transformers import Trainer
+from transformers import PrinterCallback, Trainer
 from trl import RewardConfig
 from trl.trainer.utils import disable_dropout_in_model
 
@@ -130,6 +130,8 @@ class ValueTrainer(Trainer):
         super().__init__(*args, **kwargs)
         if self.args.disable_dropout:
             disable_dropout_in_model(self.model)
+        # the loss history is returned as metrics; printing every log dict only adds noise
+        self.remove_callback(PrinterCallback)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         values = model(inputs["input_ids"], inputs["attention_mask"], inputs["position_ids"])
@@ -176,6 +178,11 @@ def train_value_model(
     result = trainer.train()
     model.eval()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    log.info(
+        "value model trained: %d steps, %.0f s, loss %.3f -> %.3f (a constant scores 0.5)",
+        result.global_step, result.metrics["train_runtime"],
+        losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"),
+    )  # fmt: skip
     return {
         "train_loss": float(result.training_loss),
         "first_logged_loss": losses[0] if losses else float("nan"),
