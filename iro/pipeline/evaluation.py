@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from iro.base.store import Artifact
+from iro.reports.render import interval, percent
 from iro.reports.stats import reward_win_rate
 
 
@@ -59,10 +60,6 @@ def rows_as_dicts(rows: Sequence[EvalRow]) -> list[dict[str, Any]]:
     return [asdict(r) for r in rows]
 
 
-def _interval(r: EvalRow) -> str:
-    return f"[{100 * r.ci_low:.1f}, {100 * r.ci_high:.1f}]"
-
-
 def format_table(rows: Sequence[EvalRow], reference_reward: float | None = None) -> str:
     """The table `iro run` prints: one line per method, win rates in percent with intervals."""
     table = pd.DataFrame(
@@ -70,8 +67,8 @@ def format_table(rows: Sequence[EvalRow], reference_reward: float | None = None)
             "method": [r.method for r in rows],
             "U": [r.samples_per_prompt for r in rows],
             "mean reward": [f"{r.mean_reward:.4f}" for r in rows],
-            "win rate vs ref": [f"{100 * r.win_rate:.1f}%" for r in rows],
-            "95% interval": [_interval(r) for r in rows],
+            "win rate vs ref": [percent(r.win_rate) for r in rows],
+            "95% interval": [interval(r) for r in rows],
             "words": [f"{r.mean_words:.1f}" for r in rows],
         }
     )
@@ -88,7 +85,7 @@ def format_markdown(rows: Sequence[EvalRow]) -> str:
     ]
     lines += [
         f"| {r.method} | {r.samples_per_prompt} | {r.mean_reward:.4f} | "
-        f"{100 * r.win_rate:.1f}% | {_interval(r)} | {r.mean_words:.1f} |"
+        f"{percent(r.win_rate)} | {interval(r)} | {r.mean_words:.1f} |"
         for r in rows
     ]
     return "\n".join(lines)
