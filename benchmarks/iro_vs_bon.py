@@ -36,7 +36,7 @@ from iro.base.config import RunConfig, load_config, parse_override
 from iro.base.data import eval_slice, load_prompts, validation_slice
 from iro.base.fsutil import atomic_write_json, atomic_write_text
 from iro.base.store import Artifact
-from iro.pipeline.decoder import decode
+from iro.pipeline.decoder import decode_scored
 from iro.pipeline.generation import generate, policy_tokenizer
 from iro.pipeline.guidance import build_value_ensemble
 from iro.pipeline.runner import VALUE_DIR, Pipeline
@@ -111,9 +111,7 @@ def pool_methods(pool: pd.DataFrame) -> dict[tuple[str, int], pd.Series]:
 
 
 def decoded_rewards(cfg: RunConfig, prompts, method: str, value_dirs, seed: int) -> pd.Series:
-    outputs = decode(cfg, prompts, method, value_dirs, seed)
-    if "reward" not in outputs.columns:
-        outputs = score_table(build_run_reward(cfg), outputs)
+    outputs = decode_scored(cfg, prompts, method, value_dirs, seed)
     return outputs.set_index("prompt_id")["reward"]
 
 

@@ -8,8 +8,8 @@ import torch
 
 from iro.app.cli import main
 from iro.base.config import parse_config
+from iro.base.methods import METHODS
 from iro.pipeline.decoder import decode
-from iro.pipeline.methods import METHODS
 from valuefn.model import TokenValueModel
 
 

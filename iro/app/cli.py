@@ -22,9 +22,9 @@ from iro.app.environment import prepare_environment
 from iro.base.config import ConfigError, load_config, parse_config, parse_override, set_dotted_key
 from iro.base.data import DatasetError
 from iro.base.endpoint import EndpointError
+from iro.base.methods import METHODS
 from iro.base.models import ModelNotFoundError
 from iro.base.store import ArtifactError
-from iro.pipeline.methods import METHODS
 from iro.reports.run import ReportError
 from reward.base import RewardError
 from reward.openai_client import MissingAPIKeyError

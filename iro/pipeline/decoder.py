@@ -15,9 +15,10 @@ import pandas as pd
 
 from iro.base.config import RunConfig
 from iro.base.data import render_prompts
+from iro.base.methods import get_method
 from iro.pipeline.generation import Progress, generate
 from iro.pipeline.guidance import build_value_ensemble
-from iro.pipeline.methods import get_method, search_settings
+from iro.pipeline.methods import search_settings
 from iro.pipeline.scoring import best_per_prompt, build_run_reward, score_table
 from valuefn.token_guidance import RewardShift, TokenGuidanceSettings, ValueShift, decode_one
 
@@ -100,3 +101,18 @@ def decode(
     guided = spec.uses_values
     candidates = generate(cfg, prompts, settings, value_dirs, seed, progress, guided=guided)
     return _pick(cfg, method, candidates)
+
+
+def decode_scored(
+    cfg: RunConfig,
+    prompts: pd.DataFrame,
+    method: str,
+    value_dirs: Sequence[Path],
+    seed: int,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """`decode`, with every output's reward (methods that pick by reward already have it)."""
+    outputs = decode(cfg, prompts, method, value_dirs, seed, progress)
+    if "reward" not in outputs.columns:
+        outputs = score_table(build_run_reward(cfg), outputs)
+    return outputs

@@ -17,7 +17,7 @@ import torch
 
 from iro.base.config import RunConfig
 from iro.base.engines.factory import resolve_backend
-from iro.pipeline.methods import METHODS
+from iro.base.methods import METHODS
 
 # What every generation reads: the policy and how it is prompted, the sampler, the seed.
 PROMPTS = (

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 from iro.base.config import RunConfig
 from iro.base.engines.base import SamplingSettings
-from iro.base.methods import METHODS, Method, get_method
+from iro.base.methods import get_method
 from valuefn.search import SearchSettings
-
-__all__ = ["METHODS", "Method", "get_method"]
 
 
 def search_settings(cfg: RunConfig, method: str) -> SearchSettings:

@@ -19,12 +19,13 @@ from typing import Any
 
 from iro.base.config import RunConfig
 from iro.base.data import eval_slice, iteration_slice, load_prompts
+from iro.base.methods import get_method
 from iro.base.store import Artifact, ArtifactStore
-from iro.pipeline.decoder import decode
+from iro.pipeline.decoder import decode_scored
 from iro.pipeline.evaluation import evaluation_metrics
 from iro.pipeline.generation import Progress, generate
 from iro.pipeline.identity import config_slice
-from iro.pipeline.methods import get_method, rollout_settings, samples_per_prompt
+from iro.pipeline.methods import rollout_settings, samples_per_prompt
 from iro.pipeline.reweight import reweight
 from iro.pipeline.scoring import build_run_reward, score_table
 from iro.pipeline.value_training import train_value, training_arguments
@@ -186,9 +187,7 @@ class Pipeline:
                 )
             reward = build_run_reward(c)
             value_dirs = [v.file(VALUE_DIR) for v in values]
-            outputs = decode(c, prompts, method, value_dirs, c.seed + 7919, progress)
-            if "reward" not in outputs.columns:
-                outputs = score_table(reward, outputs)
+            outputs = decode_scored(c, prompts, method, value_dirs, c.seed + 7919, progress)
             reference_rewards = reward.score(
                 prompts["prompt"].tolist(), prompts["reference"].tolist()
             )
