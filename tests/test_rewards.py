@@ -54,3 +54,20 @@ def test_embedding_similarity_with_the_shipped_minilm():
     )
     assert scores[0] > scores[1] + 0.2
     assert scores[2] == 0.0
+
+
+def test_embedding_similarity_reuses_document_embeddings_and_bounds_them(monkeypatch):
+    import reward.embedding as embedding
+
+    monkeypatch.setattr(embedding, "PROMPT_CACHE_SIZE", 2)
+    reward = EmbeddingSimilarity()
+    docs = ["Return the number of items.", "Open a file for reading.", "Sort a list in place."]
+    first = reward.score(docs, ["items counted"] * 3)
+    embedded = []
+    real_embed = reward._embed
+    monkeypatch.setattr(reward, "_embed", lambda texts: embedded.extend(texts) or real_embed(texts))
+    again = reward.score(docs[1:], ["items counted"] * 2)
+    np.testing.assert_allclose(again, first[1:], atol=1e-6)
+    assert embedded == ["items counted"] * 2  # the two latest documents came from the cache
+    reward.score(docs[:1], ["items counted"])
+    assert embedded[2] == docs[0]  # the oldest was dropped to keep 2

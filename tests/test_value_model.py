@@ -64,10 +64,10 @@ def test_collator_masks_exactly_the_response_states(tiny_tokenizer):
     assert batch["attention_mask"][1, 0, 4].tolist() == [True] * 5 + [False]  # causal, no padding
     # nothing real attends to the padding position; the padding row is never empty
     assert batch["attention_mask"][1, 0, :, 5].tolist() == [False] * 5 + [True]
-    assert batch["targets"].tolist() == [[0.5], [-1.0]] and batch["weights"].tolist() == [
-        [1.0],
-        [2.0],
-    ]
+    # every state regresses to its response's target
+    assert batch["targets"][0, 0, batch["value_mask"][0, 0]].tolist() == [0.5] * 5
+    assert batch["targets"][1, 0, batch["value_mask"][1, 0]].tolist() == [-1.0] * 2
+    assert batch["weights"].tolist() == [[1.0], [2.0]]
 
 
 def test_packed_responses_see_the_prompt_and_themselves_only(tiny_tokenizer):
@@ -88,7 +88,31 @@ def test_packed_responses_see_the_prompt_and_themselves_only(tiny_tokenizer):
     assert batch["attention_mask"][0, 0, 6].tolist() == [True, True] + [False] * 4 + [True]
     assert batch["value_mask"][0, 1].tolist() == [False, True] + [False] * 4 + [True]
     assert batch["value_mask"][0, 0].tolist() == [False, True, True, True, True, True, False]
-    assert batch["targets"].tolist() == [[0.5, -1.0]] and batch["weights"].tolist() == [[1.0, 3.0]]
+    assert batch["targets"][0, 1, batch["value_mask"][0, 1]].tolist() == [-1.0, -1.0]
+    assert batch["weights"].tolist() == [[1.0, 3.0]]
+
+
+def test_with_a_prior_only_its_states_are_trained_on_the_residual(tiny_tokenizer):
+    import datasets
+
+    row = datasets.Dataset.from_dict(
+        {
+            "prompt": ["the list"],
+            "responses": [["returns a value", "one"]],
+            "ended": [[True, False]],
+            "targets": [[0.5, -1.0]],
+            "weights": [[1.0, 1.0]],
+            "prior_states": [[[2, 3], [1]]],
+            "prior_values": [[[0.25, 0.5], [-0.5]]],
+        }
+    )
+    batch = ValueCollator(tiny_tokenizer, max_length=64)(list(row))
+    # prompt 2 tokens; response 0 at positions 2..5 (state t is read at position 1 + t),
+    # response 1 at position 6 (its state 1 is read there)
+    assert batch["value_mask"][0, 0].tolist() == [False] * 3 + [True, True] + [False] * 2
+    assert batch["value_mask"][0, 1].tolist() == [False] * 6 + [True]
+    assert batch["targets"][0, 0, 3:5].tolist() == [0.25, 0.0]  # 0.5 - prior
+    assert batch["targets"][0, 1, 6].item() == -0.5
 
 
 def test_a_packed_row_gives_each_response_the_values_it_has_alone(tiny_lm, tiny_tokenizer):
@@ -117,7 +141,7 @@ def test_a_packed_row_gives_each_response_the_values_it_has_alone(tiny_lm, tiny_
 def test_loss_ignores_masked_positions_and_averages_per_response():
     values = torch.tensor([[9.0, 1.0, 3.0], [0.0, 0.0, 7.0]])
     mask = torch.tensor([[[False, True, True]], [[True, True, False]]])
-    targets = torch.tensor([[1.0], [1.0]])
+    targets = torch.ones((2, 1, 3))
     weights = torch.tensor([[1.0], [3.0]])
     # seq 0: mean(0.5*0, 0.5*4) = 1.0; seq 1: mean(0.5*1, 0.5*1) = 0.5; weighted mean: (1 + 1.5)/2
     loss = value_regression_loss(values, targets, mask, weights)
@@ -129,7 +153,7 @@ def test_loss_ignores_masked_positions_and_averages_per_response():
     # a padding response (no states) does not count, whatever its target and weight
     padded = value_regression_loss(
         values,
-        torch.tensor([[1.0, 50.0], [1.0, 50.0]]),
+        torch.cat([targets, torch.full((2, 1, 3), 50.0)], dim=1),
         torch.cat([mask, torch.zeros_like(mask)], dim=1),
         torch.tensor([[1.0, 9.0], [3.0, 9.0]]),
     )
@@ -304,3 +328,84 @@ def test_packed_training_in_bf16_fits_and_ranks(tiny_lm, tiny_tokenizer, tmp_pat
         ["the document"] * 2, ["returns a value", "list of file path"], [True, True]
     )
     assert good > bad
+
+
+def test_prefix_priors_read_the_reward_every_stride_tokens_and_at_the_end(tiny_tokenizer):
+    import pandas as pd
+
+    from iro.pipeline.value_training import prefix_priors
+
+    table = pd.DataFrame(
+        {"prompt": ["doc", "doc"], "response": ["one short sentence of the file", ""]}
+    )
+    seen = []
+
+    def reward(prompts, texts):
+        seen.extend(zip(prompts, texts, strict=True))
+        return [float(len(t)) for t in texts]
+
+    states, values = prefix_priors(table, tiny_tokenizer, reward, stride=2)
+    assert states == [[2, 4, 6], [0]]  # 6 tokens: every 2 and the end; an empty response: t = 0
+    assert seen[0] == ("doc", "one short") and seen[2] == ("doc", "one short sentence of the file")
+    assert values == [[9.0, 21.0, 30.0], [0.0]]  # "one short sentence of" is 21
+
+
+def test_a_residual_value_adds_the_prior_and_a_finished_response_is_its_reward(
+    tiny_lm, tiny_tokenizer, tmp_path
+):
+    torch.manual_seed(4)
+    model = TokenValueModel.from_causal_lm(str(tiny_lm))
+    torch.nn.init.normal_(model.value_head.weight, std=1.0)
+    plain_dir, residual_dir = tmp_path / "plain", tmp_path / "residual"
+    model.save(plain_dir, tiny_tokenizer)
+    model.prior = "reward"
+    model.save(residual_dir, tiny_tokenizer)
+    assert TokenValueModel.load(residual_dir).prior == "reward"
+
+    prompts, responses, ended = ["the list"] * 2, ["returns a value", "one"], [True, False]
+    network = ValueEnsemble.load([plain_dir], [1.0], 64, 4).score(prompts, responses, ended)
+    with pytest.raises(ValueError, match="residual on the reward of the prefix"):
+        ValueEnsemble.load([residual_dir], [1.0], 64, 4)
+
+    def prior(prompt_texts, texts):
+        return np.array([10.0 * len(t) for t in texts])
+
+    residual = ValueEnsemble.load([residual_dir], [2.0], 64, 4, prior=prior)
+    values = residual.member_values(prompts, responses, ended)[0]
+    assert values[0] == pytest.approx(150.0)  # finished: the reward alone
+    assert values[1] == pytest.approx(30.0 + network[1], abs=1e-5)  # unfinished: prior + network
+    np.testing.assert_allclose(residual.score(prompts, responses, ended), values / 2.0)
+
+
+def test_token_level_guidance_refuses_a_residual_value_model(tiny_lm, tiny_tokenizer, tmp_path):
+    from valuefn.token_guidance import ValueShift
+
+    model = TokenValueModel.from_causal_lm(str(tiny_lm))
+    model.prior = "reward"
+    model.save(tmp_path / "v", tiny_tokenizer)
+    ensemble = ValueEnsemble.load(
+        [tmp_path / "v"], [1.0], 64, 4, prior=lambda p, t: np.zeros(len(t))
+    )
+    with pytest.raises(ValueError, match="token-level guidance does not read"):
+        ValueShift(ensemble, 1.0, tiny_tokenizer)
+
+
+def test_training_on_a_prior_standardises_the_residuals(tiny_lm, tiny_tokenizer, tmp_path):
+    import datasets
+
+    from valuefn.training import standardise_targets
+
+    model = TokenValueModel.from_causal_lm(str(tiny_lm))
+    standardise_targets(
+        model,
+        datasets.Dataset.from_dict(
+            {
+                "prompt": ["a"], "responses": [["b", "c"]], "ended": [[True, True]],
+                "targets": [[1.0, 1.0]], "weights": [[1.0, 1.0]],
+                "prior_states": [[[1, 2], [1]]], "prior_values": [[[0.0, 1.0], [0.5]]],
+            }
+        ),
+    )  # fmt: skip
+    # residuals 1, 0 (each half the weight of its response) and 0.5: mean 0.5, spread sqrt(1/8)
+    assert model.target_mean == pytest.approx(0.5)
+    assert model.target_scale == pytest.approx(np.sqrt(0.125))

@@ -9,6 +9,9 @@ and scale of the training targets set before training. Rewards then need no part
 a fresh head starts at the targets' mean instead of at zero (a value model that cannot even fit a
 constant cannot guide a search).
 
+With a prior ("reward"), the network is the residual on top of the run's reward read on the
+prefix; the model records that it needs one, and the scorer adds it (`valuefn.scoring`).
+
 Saved as a self-contained directory: config.json (the trunk's config), model.safetensors (trunk
 and head), the tokenizer, and value_model.json (the head and its target statistics).
 """
@@ -39,6 +42,7 @@ class TokenValueModel(nn.Module):
         nn.init.zeros_(self.value_head.bias)
         self.target_mean = 0.0
         self.target_scale = 1.0
+        self.prior: str | None = None  # "reward": values are residuals on the reward of the prefix
 
     def read_values(self, hidden: torch.Tensor) -> torch.Tensor:
         """Hidden states (..., hidden) -> values (...) in the targets' units."""
@@ -133,6 +137,7 @@ class TokenValueModel(nn.Module):
                 "hidden_size": self.config.hidden_size,
                 "target_mean": self.target_mean,
                 "target_scale": self.target_scale,
+                "prior": self.prior,
             },
         )
 
@@ -150,4 +155,5 @@ class TokenValueModel(nn.Module):
         model.load_state_dict(load_file(directory / WEIGHTS))
         model.target_mean = float(meta.get("target_mean", 0.0))
         model.target_scale = float(meta.get("target_scale", 1.0))
+        model.prior = meta.get("prior")
         return model

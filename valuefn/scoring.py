@@ -7,12 +7,17 @@ Scoring is incremental: a search scores many candidates that continue the same p
 step, so each value model reads a prompt once, keeps its KV cache, and then reads only the response
 tokens of each candidate. Inputs longer than `max_length` take the full-pass path, which truncates
 the prompt exactly as training does.
+
+A value model trained on a prior (`TokenValueModel.prior`) predicts a residual: its value is the
+prior (the run's reward read on the candidate so far) plus the network's output, and a finished
+candidate is valued at the prior alone, its reward. The prior is computed once per call and
+shared by all members.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +26,9 @@ import torch
 
 from valuefn.encoding import encode_pair, right_pad
 from valuefn.model import TokenValueModel
+
+# (prompt texts, response texts) -> the run's reward of each (possibly partial) response
+Prior = Callable[[Sequence[str], Sequence[str]], np.ndarray]
 
 PROMPT_CACHE_SIZE = 256  # prompts whose KV cache a value model keeps (a few MB each at most)
 
@@ -75,14 +83,32 @@ def _check_readable(member: LoadedValue, rows: Sequence[list[int]]) -> None:
 
 
 class ValueEnsemble:
-    def __init__(self, members: Sequence[LoadedValue], max_length: int, batch_size: int = 16):
+    def __init__(
+        self,
+        members: Sequence[LoadedValue],
+        max_length: int,
+        batch_size: int = 16,
+        prior: Prior | None = None,
+    ):
         self.members = list(members)
         self.max_length = max_length
         self.batch_size = batch_size
+        self.prior = prior
+        needing = [m.name for m in self.members if m.model.prior is not None]
+        if needing and prior is None:
+            raise ValueError(
+                f"value model {needing[0]} predicts a residual on the reward of the prefix "
+                "(value.prior = reward): score it with the run's reward as its prior"
+            )
 
     @classmethod
     def load(
-        cls, directories: Sequence[Path], betas: Sequence[float], max_length: int, batch_size: int
+        cls,
+        directories: Sequence[Path],
+        betas: Sequence[float],
+        max_length: int,
+        batch_size: int,
+        prior: Prior | None = None,
     ) -> ValueEnsemble:
         from transformers import AutoTokenizer
 
@@ -91,7 +117,11 @@ class ValueEnsemble:
             model = TokenValueModel.load(directory).eval()
             tokenizer = AutoTokenizer.from_pretrained(directory)
             members.append(LoadedValue(model, tokenizer, beta, name=str(directory)))
-        return cls(members, max_length, batch_size)
+        return cls(members, max_length, batch_size, prior)
+
+    def with_members(self, members: Sequence[LoadedValue]) -> ValueEnsemble:
+        """The same scoring settings and prior over other members (a subset, usually)."""
+        return ValueEnsemble(members, self.max_length, self.batch_size, self.prior)
 
     def __len__(self) -> int:
         return len(self.members)
@@ -157,11 +187,27 @@ class ValueEnsemble:
                 values[indices] = self._full_pass(member, prompt, responses_here, ended_here)
         return values
 
+    def member_values(
+        self, prompts: Sequence[str], responses: Sequence[str], ended: Sequence[bool]
+    ) -> list[np.ndarray]:
+        """V_i(prompt, response) of each member, in member order (prior included)."""
+        prior = None
+        if any(m.model.prior is not None for m in self.members):
+            prior = np.asarray(self.prior(prompts, responses), dtype=np.float64)
+        done = np.asarray(ended, dtype=bool)
+        values = []
+        for member in self.members:
+            own = self._values(member, prompts, responses, ended)
+            if member.model.prior is not None:
+                own = np.where(done, prior, prior + own)  # a finished response's value: its reward
+            values.append(own)
+        return values
+
     def score(
         self, prompts: Sequence[str], responses: Sequence[str], ended: Sequence[bool]
     ) -> np.ndarray:
         """sum_i V_i(prompt, response) / beta_i for each candidate."""
-        return self.combine([self._values(m, prompts, responses, ended) for m in self.members])
+        return self.combine(self.member_values(prompts, responses, ended))
 
     def combine(self, member_values: Sequence[np.ndarray]) -> np.ndarray:
         """The guidance score sum_i V_i / beta_i, given each member's values (in member order).

@@ -57,6 +57,12 @@ class ValueShift:
 
     def __init__(self, values: ValueEnsemble, beta: float, policy_tokenizer):
         for member in values.members:
+            if member.model.prior is not None:
+                raise ValueError(
+                    f"value model {member.name} is a residual on the reward of the prefix "
+                    "(value.prior = reward), which token-level guidance does not read; use it "
+                    "with chunk-level search (iro), or train with value.prior: none"
+                )
             if member.tokenizer.get_vocab() != policy_tokenizer.get_vocab():
                 raise ValueError(
                     "token-level value guidance needs value models that share the policy's "

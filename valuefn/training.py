@@ -1,5 +1,9 @@
 """Monte-Carlo value regression: V(x, y<t) -> r(x, y) at every response position t.
 
+With a prior (the run's reward read on the prefix, `prior_values` at `prior_states`), the network
+regresses the residual r(x, y) - prior(x, y<t) at those states only: the states where the prior is
+known.
+
 Built on TRL's trainer machinery: `ValueTrainingArguments` extends TRL's `RewardConfig` (its
 defaults: dropout disabled, no external loggers, `max_length`), and `ValueTrainer` is a
 `transformers.Trainer` (the base of every TRL trainer) with TRL's dropout handling and a per-token
@@ -31,6 +35,16 @@ log = logging.getLogger(__name__)
 # One row of a value-training set: a prompt and the candidate responses that continue it, each
 # with the target it regresses to and its loss weight (lists of equal length).
 COLUMNS = ("prompt", "responses", "ended", "targets", "weights")
+# Optional, per response: the states t (response tokens read) where a prior is known, and its
+# values there. Without them (or with empty lists) every state regresses to the target.
+PRIOR_COLUMNS = ("prior_states", "prior_values")
+
+
+def _priors(row: dict[str, Any]) -> tuple[list[list[int]], list[list[float]]]:
+    empty = [[] for _ in row["responses"]]
+    return row.get("prior_states") or empty, row.get("prior_values") or empty
+
+
 PADDING = -2  # segment id of padding positions; -1 is the prompt, j >= 0 response j
 
 
@@ -90,15 +104,24 @@ class ValueCollator:
 
         width = max(len(r["responses"]) for r in rows)
         value_mask = torch.zeros((len(rows), width, input_ids.shape[1]), dtype=torch.bool)
-        targets = torch.zeros((len(rows), width))
+        targets = torch.zeros((len(rows), width, input_ids.shape[1]))
         weights = torch.zeros((len(rows), width))
         for b, (row, g) in enumerate(zip(rows, groups, strict=True)):
-            n = len(row["responses"])
-            # state y<0 (empty response) is read at the last prompt token, then each token's state
-            value_mask[b, :n] = segment[b][None, :] == torch.arange(n)[:, None]
-            value_mask[b, :n, len(g.prompt_ids) - 1] = True
-            targets[b, :n] = torch.tensor(row["targets"], dtype=torch.float32)
-            weights[b, :n] = torch.tensor(row["weights"], dtype=torch.float32)
+            start = len(g.prompt_ids) - 1  # state y<0 (empty response): the last prompt token
+            all_states, all_priors = _priors(row)
+            for j, response in enumerate(g.response_ids):
+                target = float(row["targets"][j])
+                states, priors = all_states[j], all_priors[j]
+                if states:  # state t of response j: after its t-th token
+                    index = torch.tensor([start + t for t in states])
+                    value_mask[b, j, index] = True
+                    targets[b, j, index] = target - torch.tensor(priors, dtype=torch.float32)
+                else:
+                    value_mask[b, j] = segment[b] == j
+                    value_mask[b, j, len(g.prompt_ids) - 1] = True
+                    targets[b, j] = target
+                start += len(response)
+            weights[b, : len(g.response_ids)] = torch.tensor(row["weights"], dtype=torch.float32)
         return {
             "input_ids": input_ids,
             "position_ids": position_ids,
@@ -112,13 +135,13 @@ class ValueCollator:
 def value_regression_loss(
     values: torch.Tensor, targets: torch.Tensor, value_mask: torch.Tensor, weights: torch.Tensor
 ) -> torch.Tensor:
-    """mean_i w_i * mean_{t in response_i} 1/2 (V_t - r_i)^2 over every response i in the batch.
+    """mean_i w_i * mean_{t in states_i} 1/2 (V_t - target_i,t)^2 over every response i.
 
-    `values` (batch, seq); per response: `targets` and `weights` (batch, responses) and its states
-    `value_mask` (batch, responses, seq). Each response counts once whatever its length; one
-    without states is padding. Weights come from reweighting (mean 1).
+    `values` (batch, seq); per response: `weights` (batch, responses), its states `value_mask`
+    and their `targets` (batch, responses, seq). Each response counts once whatever its length;
+    one without states is padding. Weights come from reweighting (mean 1).
     """
-    squared = 0.5 * (values[:, None, :] - targets[:, :, None]) ** 2
+    squared = 0.5 * (values[:, None, :] - targets) ** 2
     mask = value_mask.to(values.dtype)
     states = mask.sum(dim=-1)
     per_response = (squared * mask).sum(dim=-1) / states.clamp(min=1)
@@ -143,10 +166,23 @@ class ValueTrainer(Trainer):
         return (loss, values) if return_outputs else loss
 
 
+def regression_targets(rows: datasets.Dataset) -> tuple[np.ndarray, np.ndarray]:
+    """What the network regresses to, with weights: per response its target, or with a prior
+    the residuals target - prior at its states."""
+    targets, weights = [], []
+    for row in rows:
+        for target, weight, priors in zip(
+            row["targets"], row["weights"], _priors(row)[1], strict=True
+        ):
+            residuals = [target - p for p in priors] if priors else [target]
+            targets += residuals
+            weights += [weight / len(residuals)] * len(residuals)
+    return np.asarray(targets, dtype=float), np.asarray(weights, dtype=float)
+
+
 def standardise_targets(model: TokenValueModel, rows: datasets.Dataset) -> None:
     """Set the head's output affine to the (weighted) mean and spread of the targets."""
-    targets = np.concatenate([np.asarray(t, dtype=float) for t in rows["targets"]])
-    weights = np.concatenate([np.asarray(w, dtype=float) for w in rows["weights"]])
+    targets, weights = regression_targets(rows)
     mean = float(np.average(targets, weights=weights))
     spread = float(np.sqrt(np.average((targets - mean) ** 2, weights=weights)))
     model.target_mean = mean
@@ -168,6 +204,8 @@ def train_value_model(
     bad = [i for i, ts in enumerate(rows["targets"]) if not all(math.isfinite(t) for t in ts)]
     if bad:
         raise ValueError(f"non-finite reward in value training row {bad[0]}")
+    if not np.isfinite(regression_targets(rows)[0]).all():
+        raise ValueError("non-finite prior value in the value training rows")
     standardise_targets(model, rows)
     trainer = ValueTrainer(
         model=model,

@@ -208,6 +208,16 @@ class ValueModelConfig(Section):
         description="regress to the reward, or to the reward minus its prompt's mean over all "
         "scored candidates (the search only compares candidates of one prompt)",
     )
+    prior: Literal["none", "reward"] = Field(
+        "none",
+        description="reward: V = r(x, y<t) + a learned residual, i.e. the run's reward read on "
+        "the partial response plus a network trained on R - r(x, y<t); finished responses are "
+        "valued at their reward. The reward on a prefix already ranks prefixes; the network "
+        "learns what the rest of the response will add",
+    )
+    prior_stride: int = Field(
+        4, ge=1, description="with a prior: train the residual every N response tokens"
+    )
     pack_candidates: bool = Field(
         False,
         description="train on one row per prompt with all its candidates packed after it (the "

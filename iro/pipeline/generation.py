@@ -19,7 +19,7 @@ from iro.base.config import RunConfig
 from iro.base.data import render_prompts
 from iro.base.engines.factory import get_engine
 from iro.base.models import resolve_model
-from iro.pipeline.guidance import build_scorer
+from iro.pipeline.guidance import build_scorer, reward_prior
 from iro.pipeline.methods import sampling_settings
 from valuefn.search import SearchSettings, guided_search
 
@@ -43,11 +43,14 @@ def generate(
     seed: int,
     progress: Progress | None = None,
     guided: bool = True,
+    prior_only: bool = False,
 ) -> pd.DataFrame:
     """Run the search for every prompt; one row per final candidate.
 
     `guided`: rank beams by sum_i V_i / beta_i over `value_dirs` (plus the implicit reward when
-    configured); unguided searches (plain samples, best-of-N) score nothing.
+    configured); unguided searches (plain samples, best-of-N) score nothing. `prior_only`: rank
+    by the reward of the partial responses alone, the value with no learned residual (the
+    benchmark's ablation of what value learning adds).
     """
     if prompts.empty:
         raise ValueError("no prompts to generate for")
@@ -62,7 +65,11 @@ def generate(
             f"prompt {prompts['id'].iloc[too_long[0]]!r} has {len(prompt_ids[too_long[0]])} tokens; "
             f"policy.max_model_len - sampling.max_new_tokens allows {limit}"
         )
-    scorer = build_scorer(cfg, value_dirs) if guided else None
+    task_prompts = dict(zip(prompt_texts, prompts["prompt"], strict=True))
+    scorer = build_scorer(cfg, value_dirs, task_prompts) if guided else None
+    if prior_only:
+        prior = reward_prior(cfg, task_prompts)
+        scorer = lambda texts, responses, ended: prior(texts, responses)  # noqa: E731
     started = time.time()
 
     def on_step(step: int, longest: int) -> None:

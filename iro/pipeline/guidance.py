@@ -1,23 +1,42 @@
 """The search score of a run: sum_i V_i / beta_i over its value models, plus CBS's implicit reward.
 
-`valuefn.scoring.value_sum` is the one place the sum is computed; this module only loads what a
-config names.
+`ValueEnsemble.combine` is the one place the sum is computed; this module only loads what a
+config names, and the reward prior that residual value models add (value.prior = reward).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+import numpy as np
 
 from iro.base.config import RunConfig
 from iro.base.models import resolve_model
+from iro.pipeline.scoring import build_run_reward
 from valuefn.implicit import ImplicitRewardScorer
-from valuefn.scoring import ValueEnsemble
+from valuefn.scoring import Prior, ValueEnsemble
 from valuefn.search import Scorer
 
 
-def build_value_ensemble(cfg: RunConfig, value_dirs: Sequence[Path]) -> ValueEnsemble | None:
-    """V_1..V_k, each carrying its own beta_i (value.beta)."""
+def reward_prior(cfg: RunConfig, task_prompts: Mapping[str, str]) -> Prior:
+    """The run's reward of partial responses, for prompts given as the policy read them.
+
+    `task_prompts` maps each rendered prompt text to its raw task input, which the reward reads.
+    """
+    reward = build_run_reward(cfg)
+
+    def prior(prompt_texts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        return reward.score([task_prompts[p] for p in prompt_texts], responses)
+
+    return prior
+
+
+def build_value_ensemble(
+    cfg: RunConfig, value_dirs: Sequence[Path], task_prompts: Mapping[str, str] | None = None
+) -> ValueEnsemble | None:
+    """V_1..V_k, each carrying its own beta_i (value.beta); with `task_prompts`, the reward
+    prior that value models trained on one (value.prior = reward) add to their residual."""
     if not value_dirs:
         return None
     return ValueEnsemble.load(
@@ -25,13 +44,16 @@ def build_value_ensemble(cfg: RunConfig, value_dirs: Sequence[Path]) -> ValueEns
         cfg.value.betas(len(value_dirs)),
         max_length=cfg.value.max_length,
         batch_size=cfg.value.score_batch_size,
+        prior=reward_prior(cfg, task_prompts) if task_prompts is not None else None,
     )
 
 
-def build_scorer(cfg: RunConfig, value_dirs: Sequence[Path]) -> Scorer | None:
+def build_scorer(
+    cfg: RunConfig, value_dirs: Sequence[Path], task_prompts: Mapping[str, str]
+) -> Scorer | None:
     """sum_i V_i / beta_i over the value models, plus CBS's implicit reward when configured."""
     terms: list[Scorer] = []
-    values = build_value_ensemble(cfg, value_dirs)
+    values = build_value_ensemble(cfg, value_dirs, task_prompts)
     if values is not None:
         terms.append(values.score)
     implicit = cfg.search.implicit_reward

@@ -53,8 +53,9 @@ GUIDED_SEARCH = tuple(k for k in METHODS["iro"].reads if k != "decode.final_pick
 STAGE_READS: dict[str, tuple[str, ...]] = {
     # iteration 1: N plain samples per prompt from pi_base
     "sample_rollout": (*GENERATION, *TRAIN_PROMPTS, "rollout.samples"),
-    # iterations >= 2: the search guided by V_1..V_{k-1} (their ids are the parents)
-    "guided_rollout": (*GENERATION, *TRAIN_PROMPTS, *GUIDED_SEARCH),
+    # iterations >= 2: the search guided by V_1..V_{k-1} (their ids are the parents), whose
+    # reward prior (value.prior = reward) reads the run's reward on every step
+    "guided_rollout": (*GENERATION, *TRAIN_PROMPTS, *GUIDED_SEARCH, "reward.components"),
     "score": ("reward.components",),
     "reweight": ("reweight", "seed"),
     # value.beta is not here: it only weighs V_k at decoding time (guided rollouts, evaluation)
@@ -64,6 +65,9 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
         "value.max_length",
         "value.target",
         "value.pack_candidates",
+        "value.prior",
+        "value.prior_stride",
+        "reward.components",  # the prior's reward, read on prefixes
         "value.training",
         "seed",
     ),

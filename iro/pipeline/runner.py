@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 TABLE = "table.parquet"
 VALUE_DIR = "value_model"
 # Bump a stage's version when its output changes meaning: old artifacts then stop matching.
-STAGE_VERSIONS = {"rollout": 2, "score": 1, "reweight": 2, "value": 2, "eval": 2}
+STAGE_VERSIONS = {"rollout": 2, "score": 1, "reweight": 2, "value": 3, "eval": 2}
 
 
 class MissingArtifactError(RuntimeError):

@@ -3,26 +3,71 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import datasets
+import numpy as np
 import pandas as pd
 import torch
 
 from iro.base.config import ConfigError, RunConfig
 from iro.base.models import resolve_model
-from valuefn.training import COLUMNS, ValueTrainingArguments, train_value_model
+from iro.pipeline.scoring import build_run_reward
+from valuefn.training import COLUMNS, PRIOR_COLUMNS, ValueTrainingArguments, train_value_model
+
+log = logging.getLogger(__name__)
 
 
-def value_rows(table: pd.DataFrame, target: str, pack: bool) -> datasets.Dataset:
+# (raw task inputs, response texts) -> the run's reward of each
+RewardFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
+
+
+def prefix_priors(
+    table: pd.DataFrame, tokenizer, reward: RewardFn, stride: int
+) -> tuple[list[list[int]], list[list[float]]]:
+    """Per candidate: the states t = stride, 2*stride, ... and its full length (in the value
+    model's tokens), and the reward of the response cut after t tokens, scored in one batch.
+
+    An empty response has the one state t = 0.
+    """
+    ids = [tokenizer(r, add_special_tokens=False).input_ids for r in table["response"]]
+    states = [sorted({*range(stride, len(i), stride), len(i)}) for i in ids]
+    prompts = [p for p, s in zip(table["prompt"], states, strict=True) for _ in s]
+    texts = [
+        tokenizer.decode(i[:t], skip_special_tokens=True)
+        for i, s in zip(ids, states, strict=True)
+        for t in s
+    ]
+    started = time.time()
+    flat = np.asarray(reward(prompts, texts), dtype=float).tolist()
+    log.info("reward prior on %d prefixes of %d responses: %.1f s", len(texts), len(ids),
+             time.time() - started)  # fmt: skip
+    values, at = [], 0
+    for s in states:
+        values.append(flat[at : at + len(s)])
+        at += len(s)
+    return states, values
+
+
+def value_rows(
+    table: pd.DataFrame,
+    target: str,
+    pack: bool,
+    priors: tuple[list[list[int]], list[list[float]]] | None = None,
+) -> datasets.Dataset:
     """Training rows: a prompt and its candidates, with the reward or advantage each regresses to.
 
     `pack`: one row per prompt holding all its candidates (the prompt is read once per row);
-    otherwise one row per candidate, as the reweighted table has them.
+    otherwise one row per candidate, as the reweighted table has them. `priors`: per candidate,
+    states and prior values (`prefix_priors`); the network then regresses the residual there.
     """
     regress_to = table["reward"]
     if target == "advantage":
         regress_to = table["reward"] - table["prompt_mean_reward"]
+    states, values = priors if priors is not None else ([[]] * len(table), [[]] * len(table))
     frame = pd.DataFrame(
         {
             "prompt": table["prompt_text"],
@@ -30,13 +75,17 @@ def value_rows(table: pd.DataFrame, target: str, pack: bool) -> datasets.Dataset
             "ended": table["ended"].astype(bool),
             "targets": regress_to.astype(float),
             "weights": table["weight"].astype(float),
+            "prior_states": states,
+            "prior_values": values,
         }
     )
     if pack:
         frame = frame.groupby("prompt", sort=False).agg(list).reset_index()
     else:
-        frame = frame.assign(**{c: frame[c].map(lambda v: [v]) for c in COLUMNS[1:]})
-    return datasets.Dataset.from_pandas(frame[list(COLUMNS)], preserve_index=False)
+        frame = frame.assign(
+            **{c: frame[c].map(lambda v: [v]) for c in (*COLUMNS[1:], *PRIOR_COLUMNS)}
+        )
+    return datasets.Dataset.from_pandas(frame[[*COLUMNS, *PRIOR_COLUMNS]], preserve_index=False)
 
 
 def training_arguments(cfg: RunConfig, work_dir: Path) -> ValueTrainingArguments:
@@ -82,7 +131,11 @@ def train_value(
         backbone = resolve_model(v.backbone, cfg.cache_dir)
         model = TokenValueModel.from_causal_lm(backbone, v.num_layers, cfg.policy.trust_remote_code)
         tokenizer = AutoTokenizer.from_pretrained(backbone)
-    rows = value_rows(table, v.target, v.pack_candidates)
+    priors = None
+    model.prior = None if v.prior == "none" else v.prior
+    if v.prior == "reward":
+        priors = prefix_priors(table, tokenizer, build_run_reward(cfg).score, v.prior_stride)
+    rows = value_rows(table, v.target, v.pack_candidates, priors)
     metrics = train_value_model(model, tokenizer, rows, args)
     model.save(out_dir, tokenizer)
     return metrics
