@@ -6,6 +6,7 @@ iro check configs/demo.yaml                              validate a config, prin
 iro decode --run RUN --prompt "..." [--mode METHOD]       answer prompts with the aligned policy
 iro report [--run RUN] [--config configs/demo.yaml]      win-rate report (default: latest run)
 iro server start / iro serve                             operate through a Prefect server
+iro store verify|quarantine STAGE/ID|gc [--dry-run]     check, set aside, clean the artifact store
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from iro.base.data import DatasetError
 from iro.base.endpoint import EndpointError
 from iro.base.methods import METHODS
 from iro.base.models import ModelNotFoundError
-from iro.base.store import ArtifactError
+from iro.base.store import ArtifactError, ArtifactStore
 from iro.reports.run import ReportError
 from reward.base import RewardError
 from reward.openai_client import MissingAPIKeyError
@@ -131,6 +132,66 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store(args: argparse.Namespace) -> ArtifactStore:
+    return ArtifactStore(load_config(args.config).store.root if args.config else args.root)
+
+
+def _cmd_store_verify(args: argparse.Namespace) -> int:
+    checks = _store(args).verify()
+    for check in checks:
+        print(f"{'ok' if check.problem is None else 'CORRUPT':8} {check.ref}", end="")
+        print(f"  {check.problem}" if check.problem else "")
+    bad = [check.ref for check in checks if check.problem]
+    print(f"{len(checks)} artifacts: {len(checks) - len(bad)} ok, {len(bad)} corrupt")
+    if bad:
+        print(f"set them aside (the next run rebuilds them): iro store quarantine {' '.join(bad)}")
+    return 1 if bad else 0
+
+
+def _cmd_store_quarantine(args: argparse.Namespace) -> int:
+    store = _store(args)
+    for ref in args.artifacts:
+        destination, problem = store.quarantine(ref)
+        print(f"set aside {ref} ({problem or 'it verified'}) in {destination}")
+    print("the next run rebuilds it" if len(args.artifacts) == 1 else "the next run rebuilds them")
+    return 0
+
+
+def _cmd_store_gc(args: argparse.Namespace) -> int:
+    report = _store(args).gc(dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for path in [*report.artifacts, *report.staging]:
+        print(f"{verb} {path}")
+    print(
+        f"{verb} {len(report.artifacts)} unreferenced artifacts and {len(report.staging)} "
+        f"abandoned staging directories ({report.bytes / 1e6:.1f} MB); "
+        f"kept {report.kept} artifacts referenced by {report.runs} runs"
+    )
+    return 0
+
+
+def _add_store_commands(sub: argparse._SubParsersAction) -> None:
+    p_store = sub.add_parser("store", help="verify, set aside and clean the artifact store")
+    store_sub = p_store.add_subparsers(dest="store_command", required=True)
+
+    def with_root(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        where = p.add_mutually_exclusive_group()
+        where.add_argument("--config", help="YAML run config whose store.root to use")
+        where.add_argument("--root", default=".iro/store", help="store root (default .iro/store)")
+        return p
+
+    p_verify = with_root(store_sub.add_parser("verify", help="check every artifact's files"))
+    p_verify.set_defaults(func=_cmd_store_verify)
+    p_quarantine = with_root(
+        store_sub.add_parser("quarantine", help="set artifacts aside so the next run rebuilds them")
+    )
+    p_quarantine.add_argument("artifacts", nargs="+", metavar="STAGE/ID")
+    p_quarantine.set_defaults(func=_cmd_store_quarantine)
+    p_gc = with_root(store_sub.add_parser("gc", help="remove artifacts that no run references"))
+    p_gc.add_argument("--dry-run", action="store_true", help="only print what would be removed")
+    p_gc.set_defaults(func=_cmd_store_gc)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iro", description="Align a frozen LLM with IRO.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -174,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_report.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p_report.set_defaults(func=_cmd_report)
     server.add_commands(sub)  # iro server start, iro serve
+    _add_store_commands(sub)  # iro store verify | quarantine | gc
     return parser
 
 

@@ -7,33 +7,55 @@ config slice, parent ids), so the same inputs give the same id (a rerun reuses t
 a changed config gives a new artifact beside the old one, never over it. Bump a stage's version
 when its output changes meaning, so old artifacts are not reused by mistake.
 
-Artifacts are written into a temporary sibling directory and renamed into place, so a crash leaves
-either nothing or a complete artifact; readers verify checksums.
+Artifacts are written into a hidden staging sibling named after the writing process and renamed
+into place, so a crash leaves either nothing or a complete artifact; a staging directory whose
+process is gone (kill -9, power loss) is removed when a run lock is taken, before a build and by
+`gc`. Readers verify the manifest against the files (names, checksums, nothing extra), so a
+damaged artifact is refused, naming the file, never used; `quarantine` sets it aside so that the
+next run rebuilds it. `gc` removes what no run record references.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import hashlib
+import itertools
 import json
 import logging
+import re
 import shutil
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path, PurePath
 from typing import Any
 
 import pandas as pd
 
-from iro.base.fsutil import atomic_write_json, directory_lock, sha256_file
+from iro.base.fsutil import (
+    LockBusyError,
+    ProcessId,
+    atomic_write_json,
+    directory_lock,
+    sha256_file,
+)
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
+RUNS = "runs"
+QUARANTINE = ".quarantine"
+# `.<id>.<pid>-<start>@<host>.<random>`: a staging directory and the process that writes it
+STAGING = re.compile(r"^\.[0-9a-f]+\.(?P<owner>\d+-\d+@[A-Za-z0-9-]*)\.[a-z0-9_]+$")
+# `.<id>.<random>`, written by versions that did not name the owner: removed by gc once old
+LEGACY_STAGING = re.compile(r"^\.[0-9a-f]{16}\.[a-z0-9_]{8}$")
+LEGACY_STAGING_AGE_S = 24 * 3600
+# errors of a full or read-only store, reported as such wherever they come from
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
 
 
 class ArtifactError(RuntimeError):
@@ -106,6 +128,73 @@ class Artifact:
         return pd.read_parquet(self.path / name)
 
 
+@dataclass(frozen=True)
+class ArtifactCheck:
+    """One artifact's verification: `problem` says what is wrong, None when it is sound."""
+
+    stage: str
+    id: str
+    path: Path
+    problem: str | None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.stage}/{self.id}"
+
+
+@dataclass
+class GcReport:
+    """What `gc` removed (or, dry, would remove), and how much it kept."""
+
+    artifacts: list[Path] = field(default_factory=list)
+    staging: list[Path] = field(default_factory=list)
+    kept: int = 0
+    runs: int = 0
+    bytes: int = 0
+
+
+# a stage or id as a directory name: no separators, not hidden, not `.` or `..`
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+
+
+def set_aside_hint(path: Path) -> str:
+    """The one command that fixes a damaged artifact: the next run then rebuilds it."""
+    return (
+        f"set it aside with `iro store quarantine {path.parent.name}/{path.name}` "
+        "and rerun to rebuild it"
+    )
+
+
+def _tree_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def _newest_mtime(path: Path) -> float:
+    return max([path.stat().st_mtime, *(p.stat().st_mtime for p in path.rglob("*"))])
+
+
+def _old_legacy_staging(path: Path) -> bool:
+    """An unnamed staging directory (older versions) untouched for a day: surely abandoned."""
+    if not (LEGACY_STAGING.match(path.name) and path.is_dir()):
+        return False
+    return time.time() - _newest_mtime(path) > LEGACY_STAGING_AGE_S
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ArtifactError(f"{what} {path} is unreadable ({err})") from err
+
+
+def _storage_failure(err: OSError, directory: Path) -> bool:
+    """A full or read-only store, rather than a build's own error (say, a missing input)."""
+    if err.errno in STORAGE_ERRNOS:
+        return True
+    inside = isinstance(err.filename, str) and Path(err.filename).is_relative_to(directory)
+    return err.errno in (errno.EACCES, errno.EPERM) and inside
+
+
 class ArtifactStore:
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -134,18 +223,49 @@ class ArtifactStore:
         return self.load(path)
 
     def load(self, path: Path) -> Artifact:
+        """The artifact at `path`, after checking its files against its manifest.
+
+        Anything that does not match (a missing, extra, truncated or changed file, a manifest
+        that is unreadable or describes another artifact) raises ArtifactError naming the file:
+        a damaged artifact is never used.
+        """
         path = Path(path)
-        manifest_path = path / MANIFEST
-        if not manifest_path.is_file():
+        if not (path / MANIFEST).is_file():
             raise ArtifactError(f"no artifact at {path} (missing {MANIFEST})")
-        manifest = json.loads(manifest_path.read_text())
-        for name, digest in manifest["files"].items():
-            file_path = path / name
-            if not file_path.is_file():
-                raise ArtifactError(f"artifact {path} is missing its file {name}")
-            if sha256_file(file_path) != digest:
-                raise ArtifactError(f"artifact {path}: checksum mismatch for {name}")
+        manifest, problem = self._inspect(path)
+        if problem is not None:
+            raise ArtifactError(f"artifact {path}: {problem}; {set_aside_hint(path)}")
         return Artifact(manifest["stage"], manifest["id"], path, manifest)
+
+    def _inspect(self, path: Path) -> tuple[dict[str, Any], str | None]:
+        """The manifest of the artifact at `path` and the first thing wrong with it, if any."""
+        try:
+            manifest = json.loads((path / MANIFEST).read_text())
+            files = manifest["files"]
+            named = (manifest["stage"], manifest["id"])
+            if not isinstance(files, dict):
+                raise TypeError("'files' is not a mapping")
+        except FileNotFoundError:
+            return {}, f"{MANIFEST} is missing"
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            return {}, f"{MANIFEST} is unreadable or incomplete ({type(err).__name__}: {err})"
+        if named != (path.parent.name, path.name):
+            return manifest, f"{MANIFEST} describes {named[0]}/{named[1]}, not this directory"
+        on_disk = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
+        on_disk.discard(MANIFEST)
+        missing, extra = sorted(set(files) - on_disk), sorted(on_disk - set(files))
+        if missing:
+            return manifest, f"file {missing[0]} is missing"
+        if extra:
+            return manifest, f"file {extra[0]} is not listed in its {MANIFEST}"
+        for name, digest in sorted(files.items()):
+            try:
+                actual = sha256_file(path / name)
+            except OSError as err:
+                return manifest, f"file {name} cannot be read ({err})"
+            if actual != digest:
+                return manifest, f"checksum mismatch for {name} (changed or damaged since written)"
+        return manifest, None
 
     def create(
         self,
@@ -156,19 +276,24 @@ class ArtifactStore:
         build: Callable[[Path], dict[str, Any]],
         run_name: str | None = None,
     ) -> Artifact:
-        """Build the artifact with `build(staging_dir) -> metrics` unless it already exists."""
+        """Build the artifact with `build(staging_dir) -> metrics` unless it already exists.
+
+        A full or unwritable store raises ArtifactError naming the directory; nothing partial is
+        left visible and earlier artifacts are untouched.
+        """
         artifact_id = self.artifact_id(stage, version, config, parents)
         existing = self.find(stage, artifact_id)
         if existing is not None:
             return existing
         target = self.path_of(stage, artifact_id)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{artifact_id}.", dir=target.parent))
+        if target.exists():  # a directory without a manifest: the store never leaves one
+            raise ArtifactError(f"{target} has no {MANIFEST}; {set_aside_hint(target)}")
+        staging = self._new_staging(target)
         try:
             started = time.time()
             metrics = build(staging)
             files = {
-                str(p.relative_to(staging)): sha256_file(p)
+                p.relative_to(staging).as_posix(): sha256_file(p)
                 for p in sorted(staging.rglob("*"))
                 if p.is_file()
             }
@@ -194,15 +319,77 @@ class ArtifactStore:
                 if self.find(stage, artifact_id) is None:
                     raise
                 shutil.rmtree(staging, ignore_errors=True)
-        except BaseException:
+        except BaseException as err:
             shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(err, OSError) and _storage_failure(err, target.parent):
+                raise ArtifactError(
+                    f"could not write {stage} artifact {artifact_id} into {target.parent} ({err}); "
+                    f"nothing of it was kept and earlier artifacts are untouched. Free space or "
+                    f"make {self.root} writable (store.root in the config), then rerun"
+                ) from err
             raise
         return self.load(target)
+
+    def _new_staging(self, target: Path) -> Path:
+        """A fresh hidden directory beside `target`, named after this process (see STAGING)."""
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._remove_staging(self._stale_staging([target.parent]))
+            prefix = f".{target.name}.{ProcessId.current().tag}."
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=target.parent))
+        except OSError as err:
+            raise ArtifactError(
+                f"cannot write to the artifact store at {target.parent} ({err}); make it "
+                "writable or free space (store.root in the config); earlier artifacts are untouched"
+            ) from err
+
+    # -- staging directories left by processes that died --
+
+    def _stage_dirs(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name) and p.name != RUNS
+        )
+
+    def _stale_staging(
+        self, stage_dirs: Sequence[Path], include_legacy: bool = False
+    ) -> list[tuple[Path, str]]:
+        """Staging directories whose writer is gone, each with who it was; never a live one's.
+
+        A writer on another host cannot be checked and is left alone. Unnamed (legacy) staging
+        directories count only with `include_legacy`, and only once a day old.
+        """
+        stale = []
+        for stage_dir in stage_dirs:
+            for path in sorted(stage_dir.glob(".*")):
+                match = STAGING.match(path.name)
+                owner = ProcessId.parse(match["owner"]) if match else None
+                if owner is not None and path.is_dir() and owner.running() is False:
+                    stale.append((path, owner.describe()))
+                elif include_legacy and _old_legacy_staging(path):
+                    stale.append((path, "an earlier version, over a day ago"))
+        return stale
+
+    def _remove_staging(self, stale: Sequence[tuple[Path, str]]) -> None:
+        for path, owner in stale:
+            shutil.rmtree(path, ignore_errors=True)
+            log.warning("removed %s: staging left by %s, which no longer runs", path, owner)
+
+    def remove_stale_staging(self) -> list[Path]:
+        """Remove every staging directory whose writing process has died (kill -9, a crash)."""
+        stale = self._stale_staging(self._stage_dirs())
+        self._remove_staging(stale)
+        return [path for path, _ in stale]
 
     # -- the run index: which artifacts make up a named run, for humans and later steps --
 
     def run_dir(self, run_name: str) -> Path:
-        return self.root / "runs" / run_name
+        return self.root / RUNS / run_name
+
+    @property
+    def _gc_lock(self) -> Path:
+        return self.root / ".gc.lock"
 
     @contextmanager
     def run_lock(self, run_name: str) -> Iterator[None]:
@@ -210,16 +397,162 @@ class ArtifactStore:
 
         Artifacts are immutable and written atomically, so a race could not corrupt them, but two
         processes building the same stage would waste the machine; the second one waits and then
-        finds everything reused.
+        finds everything reused. A lock whose holder died is taken over (fsutil logs it); a run
+        also waits for a `gc` in progress, and removes staging left by dead processes.
         """
 
-        def waiting() -> None:
-            log.info("run %r is busy in another process; waiting for it to finish", run_name)
+        def waiting(holder: str) -> None:
+            log.info("run %r is busy in %s; waiting for it to finish", run_name, holder)
+
+        def collecting(holder: str) -> None:
+            log.info("store %s is being garbage-collected by %s; waiting", self.root, holder)
 
         with directory_lock(self.run_dir(run_name) / ".lock", on_wait=waiting):
+            with directory_lock(self._gc_lock, on_wait=collecting):
+                pass  # holding our run lock, no gc can start; none is running now
+            try:
+                self.remove_stale_staging()
+            except OSError as err:  # tidying up must not stop a run
+                log.warning("could not remove stale staging directories: %s", err)
             yield
 
     def record_run_step(self, run_name: str, name: str, data: dict[str, Any]) -> Path:
         path = self.run_dir(run_name) / f"{name}.json"
         atomic_write_json(path, data)
         return path
+
+    # -- maintenance: verify, set aside, collect garbage (the `iro store` commands) --
+
+    def _require_root(self) -> None:
+        if not self.root.is_dir():
+            raise ArtifactError(f"no artifact store at {self.root} (see store.root in the config)")
+
+    def _artifact_dirs(self) -> Iterator[tuple[str, str, Path]]:
+        for stage_dir in self._stage_dirs():
+            for path in sorted(stage_dir.iterdir()):
+                if path.is_dir() and _NAME.match(path.name):
+                    yield stage_dir.name, path.name, path
+
+    def verify(self) -> list[ArtifactCheck]:
+        """Check every artifact of the store against its manifest, as `load` does."""
+        self._require_root()
+        return [
+            ArtifactCheck(stage, artifact_id, path, self._inspect(path)[1])
+            for stage, artifact_id, path in self._artifact_dirs()
+        ]
+
+    def quarantine(self, ref: str) -> tuple[Path, str | None]:
+        """Move artifact `stage/id` (or its path) into `<root>/.quarantine/`.
+
+        The next run finds no artifact with that id and rebuilds it; the moved copy is kept for
+        inspection. Returns where it went and what was wrong with it (None: it verified).
+        """
+        self._require_root()
+        parts = PurePath(ref).parts[-2:]
+        if len(parts) != 2 or not all(_NAME.match(p) for p in parts) or parts[0] == RUNS:
+            raise ArtifactError(f"{ref!r} does not name an artifact; give it as STAGE/ID")
+        path = self.path_of(*parts)
+        if not path.is_dir():
+            raise ArtifactError(f"no artifact {parts[0]}/{parts[1]} in {self.root}")
+        problem = self._inspect(path)[1]
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        destination = self.root / QUARANTINE / parts[0] / f"{parts[1]}.{stamp}"
+        suffix = 1
+        while destination.exists():
+            suffix += 1
+            destination = destination.with_name(f"{parts[1]}.{stamp}-{suffix}")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(destination)
+        log.info("set aside %s/%s in %s (%s)", *parts, destination, problem or "it verified")
+        return destination, problem
+
+    def _run_records(self) -> list[Path]:
+        return sorted(p for p in self.root.glob(f"{RUNS}/*/*.json") if not p.name.startswith("."))
+
+    def referenced(self) -> set[tuple[str, str]]:
+        """(stage, id) of every artifact a run record names, and of their parents, transitively.
+
+        A record or a referenced manifest that cannot be read raises: what it references is then
+        unknown, and gc must not guess.
+        """
+        existing = {(stage, artifact_id) for stage, artifact_id, _ in self._artifact_dirs()}
+        todo = set()
+        for record in self._run_records():
+            todo |= _named_in(_read_json(record, "run record")) & existing
+        seen: set[tuple[str, str]] = set()
+        while todo:
+            key = todo.pop()
+            seen.add(key)
+            todo |= _parents(self.path_of(*key)) & existing - seen
+        return seen
+
+    def gc(self, dry_run: bool = False) -> GcReport:
+        """Remove every artifact no run references, and staging left by dead processes.
+
+        "Referenced" is `referenced()`. gc holds the store's gc lock and every run's lock, so it
+        refuses while a run is in progress (that run's newest artifacts are not recorded yet)
+        and a run started meanwhile waits for it. `dry_run` only reports.
+        """
+        self._require_root()
+        with ExitStack() as locks:
+            try:
+                for lock in [self._gc_lock, *sorted(self.root.glob(f"{RUNS}/*/.lock"))]:
+                    locks.enter_context(directory_lock(lock, wait=False))
+            except LockBusyError as err:
+                raise ArtifactError(
+                    f"not collecting garbage now: {err}; a run in progress has artifacts that "
+                    "it has not recorded yet. Run gc again once it has finished"
+                ) from err
+            keep = self.referenced()
+            report = GcReport(runs=len({r.parent for r in self._run_records()}))
+            for stage, artifact_id, path in self._artifact_dirs():
+                if (stage, artifact_id) in keep:
+                    report.kept += 1
+                else:
+                    report.artifacts.append(path)
+                    report.bytes += _tree_size(path)
+            stale = self._stale_staging(self._stage_dirs(), include_legacy=True)
+            report.staging = [path for path, _ in stale]
+            report.bytes += sum(_tree_size(path) for path in report.staging)
+            if not dry_run:
+                for path in report.artifacts:
+                    self._discard(path)
+                self._remove_staging(stale)
+        return report
+
+    def _discard(self, path: Path) -> None:
+        """Remove an artifact: first renamed out of sight, so a gc killed midway leaves no half
+        artifact, only staging of a dead process that the next cleanup removes."""
+        doomed = path.with_name(f".{path.name}.{ProcessId.current().tag}.gc")
+        path.rename(doomed)
+        shutil.rmtree(doomed)
+        log.info("removed %s: no run references it", path)
+
+
+def _parents(path: Path) -> set[tuple[str, str]]:
+    """(stage, id) of the parents the manifest of the artifact at `path` names."""
+    manifest = path / MANIFEST
+    try:
+        return {(p["stage"], p["id"]) for p in json.loads(manifest.read_text())["parents"]}
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ArtifactError(
+            f"{manifest} is unreadable ({type(err).__name__}: {err}), so which artifacts it "
+            f"depends on is unknown; {set_aside_hint(path)}"
+        ) from err
+
+
+def _named_in(data: Any) -> set[tuple[str, str]]:
+    """Every (stage, id) pair a run record could name: `{"stage", "id"}`, or two consecutive
+    components of a path-like string (`eval/<id>`, `<root>/value/<id>/value_model`). Callers
+    keep only the pairs that are artifacts."""
+    if isinstance(data, dict):
+        found = set().union(*map(_named_in, data.values()))
+        if isinstance(data.get("stage"), str) and isinstance(data.get("id"), str):
+            found.add((data["stage"], data["id"]))
+        return found
+    if isinstance(data, list):
+        return set().union(*map(_named_in, data))
+    if isinstance(data, str) and "/" in data and "\n" not in data:
+        parts = PurePath(data).parts
+        return set(itertools.pairwise(parts))
+    return set()
