@@ -84,11 +84,24 @@ class ChatClient:
             )
         except EndpointError as err:
             if err.status_code == 401:
-                raise
+                # the message names the endpoint with the key masked; the chained client error
+                # it came from may quote the key (servers echo the rejected header), and a
+                # traceback would print it
+                raise EndpointError(str(err), err.status_code) from None
             log.warning("%s", err)
             self._count("failures")
             return None
-        return response.choices[0].message.content or ""
+        try:
+            return response.choices[0].message.content or ""
+        except (AttributeError, IndexError, KeyError, TypeError):
+            # a proxy's HTML page or JSON without choices: what it says is not logged (it may
+            # echo the request's headers)
+            log.warning(
+                "endpoint %s (model %s) answered without a completion (%s); counted as a failure",
+                self._endpoint.url, self.model, type(response).__name__,
+            )  # fmt: skip
+            self._count("failures")
+            return None
 
     def complete_many(self, batch: Sequence[Messages]) -> list[str | None]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:

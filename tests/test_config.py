@@ -60,10 +60,11 @@ def test_demo_config_resolves_to_the_embedded_demo():
     assert (sampling.temperature, sampling.top_k, sampling.max_new_tokens) == (0.7, 50, 48)
     assert cfg.rollout.samples == 4
     search = cfg.search
-    assert (search.beams, search.children, search.chunk_tokens) == (2, 2, 8)
+    assert (search.beams, search.children, search.chunk_tokens) == (2, 2, 4)
     assert search.budget_u == 4 and search.selection == "diversity_first"
     assert (cfg.reweight.scheme, cfg.reweight.beta) == ("weighted", 1.0)
-    assert (cfg.value.num_layers, cfg.value.beta, cfg.value.target) == (4, 1.0, "advantage")
+    assert (cfg.value.num_layers, cfg.value.beta, cfg.value.target) == (4, 1.0, "reward")
+    assert (cfg.value.prior, cfg.value.prior_stride) == ("reward", 4)
     training = cfg.value.training
     assert (training.num_train_epochs, training.per_device_train_batch_size) == (2, 16)
     assert training.model_dump()["bf16"] is True  # passed through to TrainingArguments

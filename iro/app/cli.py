@@ -20,7 +20,15 @@ from typing import Any
 
 from iro.app import server
 from iro.app.environment import prepare_environment
-from iro.base.config import ConfigError, load_config, parse_config, parse_override, set_dotted_key
+from iro.base.compat import IncompatibleValueModelError, check_run_inputs, check_value_models
+from iro.base.config import (
+    ConfigError,
+    check_run_name,
+    load_config,
+    parse_config,
+    parse_override,
+    set_dotted_key,
+)
 from iro.base.data import DatasetError
 from iro.base.endpoint import EndpointError
 from iro.base.methods import METHODS
@@ -32,7 +40,7 @@ from reward.openai_client import MissingAPIKeyError
 
 # Problems with the user's inputs: reported in one line, without a traceback.
 USER_ERRORS = (ConfigError, DatasetError, ModelNotFoundError, ArtifactError, RewardError)
-USER_ERRORS += (ReportError, MissingAPIKeyError, EndpointError)
+USER_ERRORS += (ReportError, MissingAPIKeyError, EndpointError, IncompatibleValueModelError)
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:
@@ -41,12 +49,15 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _overrides(args.set))
+    check_run_inputs(cfg, cfg.iterations, cfg.eval.enabled)  # models and prompts, as a run would
     print(json.dumps(cfg.model_dump(), indent=2))
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    load_config(args.config, _overrides(args.set))  # fail fast, before Prefect starts
+    cfg = load_config(args.config, _overrides(args.set))  # fail fast, before Prefect starts
+    check_run_inputs(cfg, cfg.iterations, cfg.eval.enabled)
+    server.check_api_from_environment()
     prepare_environment()
     from flows.pipeline import iro_pipeline
     from iro.pipeline.evaluation import EvalRow, format_table
@@ -61,7 +72,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_iteration(args: argparse.Namespace) -> int:
-    load_config(args.config, _overrides(args.set))
+    check_run_inputs(load_config(args.config, _overrides(args.set)), args.iteration, False)
+    server.check_api_from_environment()
     prepare_environment()
     from flows.iteration import iro_iteration
 
@@ -73,7 +85,7 @@ def _cmd_iteration(args: argparse.Namespace) -> int:
 
 
 def _run_summary(store_root: str, run: str, iteration: int | None) -> dict[str, Any]:
-    run_dir = Path(store_root) / "runs" / run
+    run_dir = Path(store_root) / "runs" / check_run_name(run)
     done = sorted(int(p.stem.split("-")[1]) for p in run_dir.glob("iteration-*.json"))
     if not done:
         raise ConfigError(f"run {run!r} has no finished iteration under {run_dir}")
@@ -95,6 +107,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     for key, value in _overrides(args.set).items():
         set_dotted_key(data, key, value)
     cfg = parse_config(data, f"run {args.run}")
+    check_value_models(summary["policy"]["value_models"], cfg.value.backbone)
     prompts = [args.prompt] if args.prompt else Path(args.prompts_file).read_text().splitlines()
     prompts = [p for p in prompts if p.strip()]
     if not prompts:
@@ -123,6 +136,9 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     if args.config:
         load_config(args.config, _overrides(args.set))
+    if args.run is not None:
+        check_run_name(args.run)
+    server.check_api_from_environment()
     prepare_environment()
     from flows.report import winrate_report
 

@@ -83,18 +83,32 @@ def start_server(host: str, port: int, database_url: str | None) -> NoReturn:
     os.execve(sys.executable, server_command(host, port), env)
 
 
-def check_server(url: str, timeout: float = 5.0) -> None:
+def check_server(
+    url: str,
+    timeout: float = 5.0,
+    fix: str = "set PREFECT_API_URL to the server's API URL",
+) -> None:
     """Fail with a clear message, before registering anything, when no server answers at `url`."""
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout) as response:
             if response.status == 200:
                 return
-    except (urllib.error.URLError, OSError):
+    except (urllib.error.URLError, OSError, ValueError):  # ValueError: not a URL at all
         pass
     raise ConfigError(
-        f"no Prefect server answers at {url}; start one with `iro server start` "
-        "or set PREFECT_API_URL to the server's API URL"
+        f"no Prefect server answers at {url}; start one with `iro server start` or {fix}"
     )
+
+
+def check_api_from_environment() -> None:
+    """`iro run` and friends use the server at $PREFECT_API_URL when it is set (else a temporary
+    in-process one): check that it answers before any work, instead of failing in Prefect's
+    client once the flow starts."""
+    url = os.environ.get("PREFECT_API_URL")
+    if url:
+        check_server(
+            url, fix="unset PREFECT_API_URL to run with a temporary in-process Prefect API"
+        )
 
 
 def _cmd_server_start(args: argparse.Namespace) -> int:

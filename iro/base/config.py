@@ -7,23 +7,93 @@ say, the evaluation settings does not invalidate finished rollouts.
 
 from __future__ import annotations
 
+import re
+import types
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from iro.base.methods import METHODS, MethodName
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
+# A run's name becomes a directory (runs/<name>/) and part of Prefect names: no separators, no
+# dots, nothing that could leave the store (`../x`, `/etc`).
+RUN_NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+# `*_env` settings name the variable that holds a key, never the key: a key written there by
+# mistake is refused (below), and a refused value is never echoed (see SECRET_HINTS)
+ENV_VAR_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]*$"
+# how API keys start (OpenAI, Anthropic, Hugging Face, GitHub, Groq, xAI, Google); a variable's
+# name starting so would be a strange choice
+KEY_PREFIXES = ("sk-", "sk_", "hf_", "ghp_", "github_pat_", "gsk_", "xai-", "AIza")
+SECRET_HINTS = ("key", "secret", "password", "token_env")
+
+
+def _a_name_not_a_key(value: str | None) -> str | None:
+    """For `*_api_key_env`: refuse a value shaped like a key rather than a variable's name."""
+    if value is not None and (
+        value.startswith(KEY_PREFIXES) or (len(value) >= 32 and "_" not in value)
+    ):
+        raise ValueError("this looks like an API key itself")
+    return value
+
+
+EnvVarName = Annotated[str, Field(pattern=ENV_VAR_PATTERN), AfterValidator(_a_name_not_a_key)]
 
 
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names the offending key."""
 
 
+def check_run_name(name: str) -> str:
+    """`name` if it is a valid run name (lowercase letters, digits, dashes), else ConfigError."""
+    if not isinstance(name, str) or not re.fullmatch(RUN_NAME_PATTERN, name):
+        raise ConfigError(
+            f"run name {name!r} is not valid: use lowercase letters, digits and dashes, starting "
+            "with a letter or digit (a run name becomes a directory of the store)"
+        )
+    return name
+
+
+def _accepts(annotation: Any, kind: type) -> bool:
+    """Whether a field's type admits `kind` (int, float or bool), through unions and Annotated."""
+    if annotation is kind:
+        return True
+    if get_origin(annotation) in (Union, types.UnionType, Annotated):
+        return any(_accepts(arg, kind) for arg in get_args(annotation))
+    return False
+
+
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN or infinity in a setting (`beta: .nan`) would poison every number computed from it
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _flags_and_numbers_do_not_mix(cls, value: Any, info: ValidationInfo) -> Any:
+        """pydantic would read `iterations: true` as 1 and `trust_remote_code: "yes"` as true:
+        a flag must be written true/false, a number as a number."""
+        annotation = cls.model_fields[info.field_name].annotation
+        is_flag = _accepts(annotation, bool)
+        if (
+            isinstance(value, bool)
+            and not is_flag
+            and (_accepts(annotation, int) or _accepts(annotation, float))
+        ):
+            raise ValueError(f"expected a number, got the flag {str(value).lower()}")
+        if is_flag and annotation is bool and not isinstance(value, bool):
+            raise ValueError("expected true or false")
+        return value
 
 
 class EndpointConfig(Section):
@@ -31,7 +101,7 @@ class EndpointConfig(Section):
 
     base_url: str = Field(..., description="e.g. http://127.0.0.1:8000/v1")
     model: str = Field(..., description="the model name the endpoint serves")
-    api_key_env: str | None = Field(None, description="env var holding the API key, if any")
+    api_key_env: EnvVarName | None = Field(None, description="env var holding the API key, if any")
     prompt_as_token_ids: bool = Field(True, description="vLLM servers: exact prefixes; false: text")
     supports_top_k: bool = Field(True, description="send top_k (vLLM servers accept it)")
     timeout_s: float = Field(120.0, gt=0)
@@ -231,7 +301,7 @@ class ValueModelConfig(Section):
     @model_validator(mode="after")
     def _positive_betas(self) -> ValueModelConfig:
         betas = self.beta if isinstance(self.beta, list) else [self.beta]
-        if not betas or min(betas) <= 0:
+        if not betas or not all(b > 0 for b in betas):  # NaN is not > 0 either
             raise ValueError(
                 f"value.beta must be > 0 (or a non-empty list of them), got {self.beta}"
             )
@@ -273,7 +343,7 @@ class JudgeConfig(Section):
 
     model: str = "gpt-4o-mini"
     base_url: str | None = Field(None, description="null: the OpenAI API; else any compatible URL")
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: EnvVarName = "OPENAI_API_KEY"
     api_key_secret: str | None = Field(None, description="Prefect Secret block holding the key")
     max_tokens: int = Field(256, ge=1)
     max_retries: int = Field(3, ge=0)
@@ -296,7 +366,7 @@ class ReportConfig(Section):
 
 
 class RunConfig(Section):
-    run_name: str = Field("default", pattern=r"^[a-z0-9][a-z0-9-]*$")
+    run_name: str = Field("default", pattern=RUN_NAME_PATTERN)
     seed: int = 0
     iterations: Annotated[int, Field(ge=1)] = 2
     cache_dir: str | None = Field(None, description="converted models; default ~/.cache/iro")
@@ -322,14 +392,58 @@ class RunConfig(Section):
         return self
 
 
+def _section_at(loc: tuple) -> type[BaseModel] | None:
+    """The schema section that holds the key at `loc` (list indexes skipped), if any."""
+    model: type[BaseModel] = RunConfig
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return None
+        candidates = [field.annotation, *get_args(field.annotation)]
+        candidates += [a for c in list(candidates) for a in get_args(c)]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            return None
+        model = nested[0]
+    return model
+
+
+def _suggestion(loc: tuple) -> str:
+    """'; did you mean beams? (known: beams, children, ...)' for a misspelt key."""
+    import difflib
+
+    section = _section_at(loc)
+    if section is None:
+        return ""
+    known = list(section.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ";"
+    return f"{hint} (known here: {', '.join(known)})"
+
+
 def _format_validation_error(err: ValidationError, source: str) -> str:
     lines = [f"invalid config {source}:"]
     for item in err.errors():
         key = ".".join(str(part) for part in item["loc"]) or "(top level)"
+        message = item["msg"].removeprefix("Value error, ")
+        leaf = str(item["loc"][-1]) if item["loc"] else ""
         if item["type"] == "extra_forbidden":
-            lines.append(f"  {key}: unknown key")
+            lines.append(f"  {key}: unknown key{_suggestion(item['loc'])}")
+        elif any(hint in leaf for hint in SECRET_HINTS):
+            # never echo what was written where a key's name goes: it may be the key itself
+            lines.append(
+                f"  {key}: {message} (value not shown); give the name of the environment "
+                "variable (or Prefect Secret) that holds the key, not the key itself"
+            )
+        elif item["type"] == "string_pattern_mismatch" and key == "run_name":
+            lines.append(
+                f"  {key}: {item.get('input')!r} is not a valid run name: use lowercase letters, "
+                "digits and dashes (it names a directory of the store)"
+            )
         else:
-            lines.append(f"  {key}: {item['msg']} (got {item.get('input')!r})")
+            lines.append(f"  {key}: {message} (got {item.get('input')!r})")
     return "\n".join(lines)
 
 
@@ -350,14 +464,67 @@ def parse_config(data: dict[str, Any], source: str = "<dict>") -> RunConfig:
         raise ConfigError(_format_validation_error(err, source)) from None
 
 
+class _DuplicateKeyError(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load, except that a key written twice in one mapping is an error (PyYAML keeps the
+    last silently, so a second `search:` block would quietly replace the first)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults` may be overridden
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise _DuplicateKeyError(
+                    f"line {key_node.start_mark.line + 1}: key {key!r} appears a second time in "
+                    f"its mapping (first on line {seen[key]}); keep one of them"
+                )
+            if isinstance(key, str | int | float | bool):
+                seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """'line L, column C: what is wrong', from a PyYAML error."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err)
+    if mark is None:
+        return problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """Parse YAML, naming the source and the line of a syntax error."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: builds plain data only
+    except _DuplicateKeyError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            f"{source} is not valid YAML: {_yaml_problem(err)}; fix the syntax there (check the "
+            "indentation, and quote values that contain ': ' or start with a special character)"
+        ) from None
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read a YAML config; `overrides` maps dotted keys (``search.beams``) to values."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot read config {path}: {err}") from None
+    data = read_yaml(text, f"config {path}") or {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config {path} must be a mapping at the top level")
+        raise ConfigError(
+            f"config {path} must be a mapping at the top level (key: value lines), "
+            f"got {type(data).__name__}"
+        )
     for key, value in (overrides or {}).items():
         set_dotted_key(data, key, value)
     return parse_config(data, str(path))
@@ -368,4 +535,4 @@ def parse_override(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key:
         raise ConfigError(f"override {text!r} is not of the form key=value")
-    return key.strip(), yaml.safe_load(raw)
+    return key.strip(), read_yaml(raw, f"override {text!r}: the value")

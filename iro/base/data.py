@@ -31,10 +31,24 @@ def _load_split(cfg: DataConfig, split: str) -> pd.DataFrame:
     if builder is not None:
         if not path.is_file():
             raise DatasetError(f"dataset file not found: {path}")
-        frame = datasets.load_dataset(builder, data_files=str(path))["train"]
-        frame = frame.to_pandas()
+        if path.stat().st_size == 0:
+            raise DatasetError(f"dataset file {path} is empty; point data.dataset at the prompts")
+        try:
+            frame = datasets.load_dataset(builder, data_files=str(path))["train"].to_pandas()
+        except Exception as err:  # datasets raises anything from StopIteration to ArrowInvalid
+            raise DatasetError(
+                f"cannot read dataset file {path} as {builder} ({type(err).__name__}: {err}); "
+                "check that it holds one record per line (JSONL) or a table"
+            ) from err
         if cfg.split_field and cfg.split_field in frame.columns:
+            present = sorted(map(str, frame[cfg.split_field].unique()))
             frame = frame[frame[cfg.split_field] == split]
+            if frame.empty:
+                raise DatasetError(
+                    f"dataset {cfg.dataset!r} split {split!r} has no rows: its column "
+                    f"{cfg.split_field!r} holds {present}; set data.train_split/data.eval_split "
+                    "to one of them"
+                )
         elif cfg.split_field:
             raise DatasetError(
                 f"dataset {path} has no column {cfg.split_field!r} (data.split_field); columns: "
@@ -56,7 +70,10 @@ def load_prompts(cfg: DataConfig, split: str) -> pd.DataFrame:
                 f"dataset {cfg.dataset!r} has no column {field!r}; columns: {sorted(frame.columns)}"
             )
     if frame.empty:
-        raise DatasetError(f"dataset {cfg.dataset!r} split {split!r} has no rows")
+        raise DatasetError(
+            f"dataset {cfg.dataset!r} split {split!r} has no rows; point data.dataset at a "
+            "dataset with prompts in that split"
+        )
     return pd.DataFrame(
         {
             "id": frame[cfg.id_field].astype(str) if cfg.id_field else frame.index.astype(str),
@@ -64,6 +81,37 @@ def load_prompts(cfg: DataConfig, split: str) -> pd.DataFrame:
             "reference": frame[cfg.reference_field].astype(str) if cfg.reference_field else None,
         }
     )
+
+
+def check_prompt_counts(cfg: DataConfig, iterations: int, evaluate: bool) -> dict[str, int]:
+    """Load the splits a run reads and check they hold enough prompts, before any work starts.
+
+    `iterations` iterations take disjoint slices of data.prompts_per_iteration training prompts
+    and the evaluation takes data.eval_prompts held-out ones; without this check a too-small
+    split stops the run only at the iteration that runs out, after the earlier ones have run.
+    Returns the number of prompts in each split read.
+    """
+    train = load_prompts(cfg, cfg.train_split)
+    need = iterations * cfg.prompts_per_iteration
+    if need > len(train):
+        raise DatasetError(
+            f"{iterations} iteration(s) of data.prompts_per_iteration = "
+            f"{cfg.prompts_per_iteration} need {need} training prompts but split "
+            f"{cfg.train_split!r} of {cfg.dataset!r} has {len(train)}; lower "
+            f"data.prompts_per_iteration to at most {len(train) // iterations} or run fewer "
+            "iterations"
+        )
+    counts = {cfg.train_split: len(train)}
+    if evaluate:
+        held_out = load_prompts(cfg, cfg.eval_split)
+        if cfg.eval_prompts > len(held_out):
+            raise DatasetError(
+                f"data.eval_prompts = {cfg.eval_prompts} but split {cfg.eval_split!r} of "
+                f"{cfg.dataset!r} has {len(held_out)} prompts; lower data.eval_prompts to at "
+                f"most {len(held_out)}"
+            )
+        counts[cfg.eval_split] = len(held_out)
+    return counts
 
 
 def iteration_slice(prompts: pd.DataFrame, iteration: int, size: int, seed: int) -> pd.DataFrame:

@@ -30,6 +30,60 @@ class ModelNotFoundError(FileNotFoundError):
     """A model reference that names nothing loadable."""
 
 
+class UnsafeModelError(ModelNotFoundError):
+    """A checkpoint whose weights are pickles (`pytorch_model.bin`, `.pt`): loading one can run
+    arbitrary code, so only safetensors weights are loaded."""
+
+
+# weights that unpickle when loaded (transformers would fall back to them without safetensors)
+PICKLE_WEIGHTS = ("*.bin", "*.pt", "*.pth", "*.ckpt", "*.pkl")
+HUB_OFFLINE_VARS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+_TRUE = {"1", "ON", "YES", "TRUE"}
+
+
+def check_safetensors_only(directory: Path) -> None:
+    """Refuse a checkpoint directory that has pickled weights and no safetensors ones.
+
+    A directory without any weights (a tokenizer alone, as `policy.model` is for an endpoint
+    policy) passes: there is nothing to unpickle.
+    """
+    if any(directory.glob("*.safetensors")):
+        return
+    pickled = sorted(p.name for pattern in PICKLE_WEIGHTS for p in directory.glob(pattern))
+    if pickled:
+        raise UnsafeModelError(
+            f"model directory {directory} holds only pickled weights ({', '.join(pickled)}); "
+            "they are never loaded (unpickling can run code). Convert them once to safetensors, "
+            "e.g. `AutoModel.from_pretrained(dir).save_pretrained(dir, safe_serialization=True)` "
+            "in a trusted environment, or use a checkpoint that ships model.safetensors"
+        )
+
+
+def hub_offline() -> bool:
+    """Whether the model hub may not be reached (HF_HUB_OFFLINE=1 or TRANSFORMERS_OFFLINE=1)."""
+    from huggingface_hub import constants
+
+    env = any(os.environ.get(var, "").upper() in _TRUE for var in HUB_OFFLINE_VARS)
+    return env or bool(constants.HF_HUB_OFFLINE)
+
+
+def check_hub_id_available(reference: str) -> None:
+    """With the hub offline, a hub id must already be in the local cache, else a clear error
+    now rather than transformers' after the run has started."""
+    if not hub_offline():
+        return
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cached = try_to_load_from_cache(reference, "config.json", cache_dir=constants.HF_HUB_CACHE)
+    if not isinstance(cached, str):
+        raise ModelNotFoundError(
+            f"model {reference!r} is a hub id but the hub is offline (HF_HUB_OFFLINE / "
+            f"TRANSFORMERS_OFFLINE is set) and it is not in the local cache "
+            f"{constants.HF_HUB_CACHE}; download it where the hub is reachable "
+            f"(`hf download {reference}`), or set the model to a local checkpoint directory"
+        )
+
+
 def default_cache_dir() -> Path:
     return Path(os.environ.get("IRO_CACHE_DIR", Path.home() / ".cache" / "iro"))
 
@@ -86,13 +140,30 @@ def resolve_model(reference: str, cache_dir: str | Path | None = None) -> str:
                 if not (target / "config.json").is_file():
                     _convert_gguf(gguf_path, target)
         return str(target)
+    path = _local_or_hub(reference)
+    return reference if path is None else str(path)
+
+
+def _local_or_hub(reference: str) -> Path | None:
+    """The checked local directory a (non-embedded) reference names, or None for a hub id."""
     path = Path(reference).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelNotFoundError(f"model directory {path} has no config.json")
-        return str(path.resolve())
+        check_safetensors_only(path)
+        return path.resolve()
     if reference.count("/") == 1 and not reference.startswith((".", "/", "~")):
-        return reference  # a hub id: loading it reports whether the hub is reachable
+        check_hub_id_available(reference)
+        return None  # a hub id: loading it reports whether the hub is reachable
     raise ModelNotFoundError(
         f"model {reference!r} is neither an embedded model, an existing directory nor a hub id"
     )
+
+
+def check_model_reference(reference: str) -> None:
+    """Everything `resolve_model` checks, without converting an embedded model: for `iro check`
+    and the start of a run, before any expensive work."""
+    if reference.startswith(EMBEDDED_PREFIX):
+        _embedded_gguf(reference.removeprefix(EMBEDDED_PREFIX))
+    else:
+        _local_or_hub(reference)

@@ -157,6 +157,17 @@ class GcReport:
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
+def _checked_name(name: str, what: str) -> str:
+    """`name` if it is one plain directory name, so that a path built from it stays in the store
+    (no `..`, no separator, not absolute, not hidden)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise ArtifactError(
+            f"{what} {name!r} is not a plain name (letters, digits, '_', '-', '.'; not starting "
+            "with '.'): it would leave the artifact store"
+        )
+    return name
+
+
 def set_aside_hint(path: Path) -> str:
     """The one command that fixes a damaged artifact: the next run then rebuilds it."""
     return (
@@ -213,7 +224,7 @@ class ArtifactStore:
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def path_of(self, stage: str, artifact_id: str) -> Path:
-        return self.root / stage / artifact_id
+        return self.root / _checked_name(stage, "stage") / _checked_name(artifact_id, "artifact id")
 
     def find(self, stage: str, artifact_id: str) -> Artifact | None:
         """The finished artifact with this id, verified, or None if it was never completed."""
@@ -385,7 +396,7 @@ class ArtifactStore:
     # -- the run index: which artifacts make up a named run, for humans and later steps --
 
     def run_dir(self, run_name: str) -> Path:
-        return self.root / RUNS / run_name
+        return self.root / RUNS / _checked_name(run_name, "run name")
 
     @property
     def _gc_lock(self) -> Path:
