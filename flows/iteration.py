@@ -15,6 +15,7 @@ from flows.params import (
     flow_run_namer,
     run_config,
 )
+from iro.base.compat import check_run_inputs
 from iro.pipeline.evaluation import eval_row
 from iro.pipeline.methods import method_label
 from iro.pipeline.runner import Pipeline
@@ -46,6 +47,7 @@ def iro_iteration(
         raise ValueError(
             f"iteration must be in 1..{cfg.iterations} (config iterations), got {iteration}"
         )
+    check_run_inputs(cfg, iteration, False)  # before any stage: models, prompts
     pipeline = Pipeline(cfg)
     with pipeline.store.run_lock(cfg.run_name):
         return _iteration(pipeline, iteration)

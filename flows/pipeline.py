@@ -10,6 +10,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.baselines import iro_baselines
 from flows.iteration import iro_iteration
 from flows.params import DEFAULT_CONFIG, ConfigPath, Overrides, RunName, flow_run_namer, run_config
+from iro.base.compat import check_run_inputs
 from iro.pipeline.evaluation import EvalRow, format_markdown, format_table, rows_as_dicts
 from iro.pipeline.runner import Pipeline
 from tasks.publish import artifact_key
@@ -30,6 +31,7 @@ def iro_pipeline(
     """
     logger = get_run_logger()
     cfg = run_config(config, run_name, overrides)
+    check_run_inputs(cfg, cfg.iterations, cfg.eval.enabled)  # before any stage: models, prompts
     pipeline = Pipeline(cfg)
     rows: list[EvalRow] = []
     reference_reward = None

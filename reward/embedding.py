@@ -43,7 +43,11 @@ class EmbeddingSimilarity(Reward):
     def _encoder(self):
         from sentence_transformers import SentenceTransformer
 
-        return SentenceTransformer(_resolve_embedding_model(self.model_ref), device=self.device)
+        return SentenceTransformer(
+            _resolve_embedding_model(self.model_ref),
+            device=self.device,
+            model_kwargs={"use_safetensors": True},  # never unpickle weights
+        )
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         return self._encoder.encode(

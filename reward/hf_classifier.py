@@ -51,7 +51,7 @@ class SequenceClassifierReward(Reward):
         from transformers import AutoModelForSequenceClassification
 
         model = AutoModelForSequenceClassification.from_pretrained(
-            self.model_ref, trust_remote_code=self.trust_remote_code
+            self.model_ref, trust_remote_code=self.trust_remote_code, use_safetensors=True
         )
         if model.config.pad_token_id is None:
             model.config.pad_token_id = self.tokenizer.pad_token_id

@@ -200,7 +200,8 @@ def test_a_prompt_longer_than_the_context_is_refused_before_sampling(tiny_lm):
     with pytest.raises(ValueError) as err:
         generate(cfg, prompts, rollout_settings(cfg, 1), [], seed=0, guided=False)
     assert str(err.value) == (
-        "prompt 'long' has 60 tokens; policy.max_model_len - sampling.max_new_tokens allows 48"
+        "prompt 'long' has 60 tokens; policy.max_model_len - sampling.max_new_tokens allows 48; "
+        "shorten the prompt or raise policy.max_model_len"
     )
 
 

@@ -40,8 +40,8 @@ class ImplicitRewardScorer:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         return cls(
-            AutoModelForCausalLM.from_pretrained(tuned_path),
-            AutoModelForCausalLM.from_pretrained(untuned_path),
+            AutoModelForCausalLM.from_pretrained(tuned_path, use_safetensors=True),
+            AutoModelForCausalLM.from_pretrained(untuned_path, use_safetensors=True),
             AutoTokenizer.from_pretrained(tuned_path),
             **kwargs,
         )

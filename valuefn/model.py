@@ -120,7 +120,11 @@ class TokenValueModel(nn.Module):
             if getattr(config, "layer_types", None):
                 config.layer_types = config.layer_types[:num_layers]
         trunk = AutoModel.from_pretrained(
-            path, config=config, dtype=torch.float32, trust_remote_code=trust_remote_code
+            path,
+            config=config,
+            dtype=torch.float32,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,  # never unpickle weights
         )
         return cls(trunk)
 

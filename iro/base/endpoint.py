@@ -58,7 +58,7 @@ class Endpoint:
         try:
             return create(model=self.model, **request)
         except openai.APIError as err:
-            raise self._error(err) from err
+            raise self._error(err) from None  # the client's error may quote the API key
 
     def _error(self, err: Exception) -> EndpointError:
         # the client stamps every attempt with the number of retries taken before it

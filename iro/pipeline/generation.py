@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from iro.base.config import RunConfig
-from iro.base.data import render_prompts
+from iro.base.data import DatasetError, render_prompts
 from iro.base.engines.factory import get_engine
 from iro.base.models import resolve_model
 from iro.pipeline.guidance import build_scorer, reward_prior
@@ -55,16 +55,17 @@ def generate(
     if prompts.empty:
         raise ValueError("no prompts to generate for")
     tokenizer = policy_tokenizer(cfg)
-    engine = get_engine(cfg.policy, cfg.cache_dir, cfg.seed)
     prompt_texts = render_prompts(tokenizer, cfg.data, prompts["prompt"].tolist())
     prompt_ids = [tokenizer(t, add_special_tokens=False).input_ids for t in prompt_texts]
     limit = cfg.policy.max_model_len - settings.max_new_tokens
     too_long = [i for i, ids in enumerate(prompt_ids) if len(ids) > limit]
-    if too_long:
-        raise ValueError(
+    if too_long:  # before the engine starts: a bad prompt costs no engine start-up
+        raise DatasetError(
             f"prompt {prompts['id'].iloc[too_long[0]]!r} has {len(prompt_ids[too_long[0]])} tokens; "
-            f"policy.max_model_len - sampling.max_new_tokens allows {limit}"
+            f"policy.max_model_len - sampling.max_new_tokens allows {limit}; shorten the prompt "
+            "or raise policy.max_model_len"
         )
+    engine = get_engine(cfg.policy, cfg.cache_dir, cfg.seed)
     task_prompts = dict(zip(prompt_texts, prompts["prompt"], strict=True))
     scorer = build_scorer(cfg, value_dirs, task_prompts) if guided else None
     if prior_only:

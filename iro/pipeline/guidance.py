@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iro.base.compat import check_value_models
 from iro.base.config import RunConfig
 from iro.base.models import resolve_model
 from iro.pipeline.scoring import build_run_reward
@@ -39,6 +40,7 @@ def build_value_ensemble(
     prior that value models trained on one (value.prior = reward) add to their residual."""
     if not value_dirs:
         return None
+    check_value_models(value_dirs, cfg.value.backbone)  # refuse another run's value models early
     return ValueEnsemble.load(
         value_dirs,
         cfg.value.betas(len(value_dirs)),

@@ -39,7 +39,8 @@ def wilson_interval(rate: float, n: int, z: float = Z_95) -> tuple[float, float]
     denominator = 1 + z * z / n
     centre = (rate + z * z / (2 * n)) / denominator
     half = z * math.sqrt(rate * (1 - rate) / n + z * z / (4 * n * n)) / denominator
-    return max(0.0, centre - half), min(1.0, centre + half)
+    # the interval always holds the rate itself (rounding could put 0 just outside at rate 0)
+    return max(0.0, min(rate, centre - half)), min(1.0, max(rate, centre + half))
 
 
 def summarize(outcomes: Iterable[int | None]) -> WinRate:

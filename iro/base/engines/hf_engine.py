@@ -29,7 +29,10 @@ class HFEngine(Engine):
             model_path, trust_remote_code=trust_remote_code
         )
         self.model = model or AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+            model_path,
+            dtype=getattr(torch, dtype),
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,  # never unpickle weights
         )
         self.model.eval()
         self.batch_size = batch_size

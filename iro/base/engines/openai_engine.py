@@ -68,6 +68,8 @@ class OpenAIEngine(Engine):
             seed=request.seed,
             extra_body=extra,
         )
+        if not getattr(response, "choices", None):  # an HTML error page, or another API's answer
+            raise EndpointError(f"endpoint {self.endpoint.url} answered with no completions")
         choices = sorted(response.choices, key=lambda c: c.index)
         if len(choices) != request.n:
             raise EndpointError(

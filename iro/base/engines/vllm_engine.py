@@ -49,6 +49,7 @@ class VLLMEngine(Engine):
             max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization,
             enforce_eager=True,
+            load_format="safetensors",  # never unpickle weights
             enable_prefix_caching=True,
             # Beams of a search re-read their shared prefixes every chunk; only whole blocks are
             # reused, and the CPU backend's default 128-token blocks leave ~100 tokens of every
