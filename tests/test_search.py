@@ -134,6 +134,29 @@ def test_search_is_reproducible_and_seed_sensitive(tiny_tokenizer):
     assert run(3) != run(4)
 
 
+def test_searching_prompts_in_groups_changes_the_calls_not_the_samples(tiny_tokenizer):
+    settings = SearchSettings(beams=2, children=2, chunk_tokens=3, max_new_tokens=9)
+    prompts, ids = ["p0", "p1", "p2", "p3", "p4"], [[4], [5], [6], [7], [8]]
+
+    def run(group):
+        engine = ScriptedEngine()
+        calls = []
+        engine_call = engine.continue_batch
+        engine.continue_batch = lambda r, s: calls.append(len(r)) or engine_call(r, s)
+        pools = guided_search(
+            engine, tiny_tokenizer, prompts, ids, settings, SamplingSettings(), length_scorer,
+            seed=3, prompts_per_call=group,
+        )  # fmt: skip
+        return pools, calls
+
+    together, calls_together = run(None)
+    grouped, calls_grouped = run(2)
+    assert grouped == together
+    # requests per engine call: at most the group's 2 prompts' beams, so more calls
+    assert max(calls_grouped) <= 2 * settings.beams
+    assert len(calls_grouped) > len(calls_together)
+
+
 @pytest.fixture(scope="module")
 def hf_engine(tiny_lm):
     return HFEngine(str(tiny_lm), dtype="float32", trust_remote_code=False)

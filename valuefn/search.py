@@ -7,7 +7,10 @@ compete with the new children. Best-of-N is the special case w=1, k=N, l=None, a
 is w=k=1, l=None: both run through this same code. Stop strings end a candidate at the same place
 whatever the engine.
 
-All prompts' beams of one step go to the engine in a single batched call.
+All beams of one step go to the engine in a single batched call, for a group of
+`prompts_per_call` prompts at a time: a group's prompts then stay in the engine's prefix cache
+from one chunk to the next instead of being evicted and recomputed by the other prompts'. Samples
+do not depend on the grouping (each request carries its own seed, from the prompt's index).
 """
 
 from __future__ import annotations
@@ -110,12 +113,37 @@ def guided_search(
     scorer: Scorer | None,
     seed: int,
     progress: Callable[[int, int], None] | None = None,
+    prompts_per_call: int | None = None,
 ) -> list[list[Candidate]]:
     """Run the search for every prompt; returns each prompt's final candidate pool.
 
     The pool is the last step's candidates that finished (all of them if none did), ranked by
     value: the caller picks the final output from it, by a reward (best-of-(w*k)) or by value.
+    `prompts_per_call`: search this many prompts at a time (None: all at once).
     """
+    group = prompts_per_call or max(len(prompt_texts), 1)
+    pools: list[list[Candidate]] = []
+    for start in range(0, len(prompt_texts), group):
+        pools += _search_group(
+            engine, tokenizer, prompt_texts[start : start + group],
+            prompt_ids[start : start + group], start, settings, sampling, scorer, seed, progress,
+        )  # fmt: skip
+    return pools
+
+
+def _search_group(
+    engine: Engine,
+    tokenizer,
+    prompt_texts: Sequence[str],
+    prompt_ids: Sequence[Sequence[int]],
+    first_index: int,
+    settings: SearchSettings,
+    sampling: SamplingSettings,
+    scorer: Scorer | None,
+    seed: int,
+    progress: Callable[[int, int], None] | None,
+) -> list[list[Candidate]]:
+    """The search for prompts `first_index`, `first_index + 1`, ...: one engine call per step."""
     n_prompts = len(prompt_texts)
     beams: list[list[Candidate]] = [[Candidate((), "", False)] for _ in range(n_prompts)]
     pools: list[list[Candidate]] = [[] for _ in range(n_prompts)]
@@ -135,7 +163,7 @@ def guided_search(
                         prefix_ids=(*prompt_ids[p], *beam.response_ids),
                         n=n,
                         max_tokens=chunk,
-                        seed=_request_seed(seed, p, step, b),
+                        seed=_request_seed(seed, first_index + p, step, b),
                     )
                 )
                 owners.append((p, beam))

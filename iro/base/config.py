@@ -125,6 +125,13 @@ class PolicyConfig(Section):
     # vLLM memory knobs: the defaults fit this project's 2-core, 24 GiB CPU machines.
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
     cpu_kv_cache_gib: int = Field(1, ge=1)
+    prompts_per_call: int | None = Field(
+        32,
+        ge=1,
+        description="a search feeds the engine this many prompts at a time (null: all), so that "
+        "their prefixes stay cached from chunk to chunk; samples do not depend on it. 1 GiB of "
+        "KV cache holds ~23k tokens of the embedded model: 32 prompts of ~350 tokens, their beams",
+    )
 
     @model_validator(mode="after")
     def _endpoint_matches_engine(self) -> PolicyConfig:

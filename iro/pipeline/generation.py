@@ -90,6 +90,7 @@ def generate(
         scorer,
         seed=seed,
         progress=on_step,
+        prompts_per_call=cfg.policy.prompts_per_call,
     )
     rows = []
     for p, pool in enumerate(pools):

@@ -102,6 +102,7 @@ NOT_CONTENT = (
     "policy.trust_remote_code",  # a permission: the loaded model is the same when it is granted
     "policy.gpu_memory_utilization",
     "policy.cpu_kv_cache_gib",
+    "policy.prompts_per_call",  # per-request seeds: the samples do not depend on the grouping
     "policy.endpoint.api_key_env",
     "policy.endpoint.timeout_s",
     "policy.endpoint.max_retries",
