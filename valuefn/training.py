@@ -14,10 +14,14 @@ target at every position, masked to the response.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import re
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import datasets
@@ -44,6 +48,10 @@ def _priors(row: dict[str, Any]) -> tuple[list[list[int]], list[list[float]]]:
     empty = [[] for _ in row["responses"]]
     return row.get("prior_states") or empty, row.get("prior_values") or empty
 
+
+# the trainer's checkpoint directories inside its output_dir; it writes trainer_state.json last
+CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+TRAINER_STATE = "trainer_state.json"
 
 PADDING = -2  # segment id of padding positions; -1 is the prompt, j >= 0 response j
 
@@ -189,13 +197,61 @@ def standardise_targets(model: TokenValueModel, rows: datasets.Dataset) -> None:
     model.target_scale = spread if spread > 1e-8 else 1.0
 
 
+def _checkpoint_step(path: Path) -> int | None:
+    """The step of a complete checkpoint, else None.
+
+    The trainer writes the weights, optimizer, scheduler and RNG state first and
+    `trainer_state.json` last, each file whole before the next, so a state file that parses and
+    names the directory's own step means the checkpoint was written completely; a kill mid-save
+    leaves it missing or cut short.
+    """
+    match = CHECKPOINT.match(path.name)
+    if match is None or not path.is_dir():
+        return None
+    try:
+        step = json.loads((path / TRAINER_STATE).read_text())["global_step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return step if step == int(match[1]) else None
+
+
+def resumable_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete checkpoint in `output_dir`, or None; every other one is removed.
+
+    Incomplete ones (a kill mid-save) would be overwritten or rotated badly, and older complete
+    ones are superseded. Only for an `output_dir` this code's own trainer wrote: the optimizer,
+    scheduler and RNG files are torch pickles (read with `weights_only=True`, still not to be
+    trusted from elsewhere).
+    """
+    found = [(_checkpoint_step(p), p) for p in sorted(Path(output_dir).glob("checkpoint-*"))]
+    complete = sorted((step, p) for step, p in found if step is not None)
+    newest = complete[-1][1] if complete else None
+    for _, path in found:
+        if path != newest and path.is_dir():
+            shutil.rmtree(path)
+            log.info("removed superseded or incomplete value-training checkpoint %s", path)
+    return newest
+
+
+def _session_loss(result, resumed_at: int) -> float:
+    """The trainer's mean loss, NaN when a resumed training had no step left to run."""
+    trained = result.global_step - resumed_at
+    return float(result.training_loss) if trained > 0 else float("nan")
+
+
 def train_value_model(
     model: TokenValueModel,
     tokenizer,
     rows: datasets.Dataset,
     args: ValueTrainingArguments,
+    resume: bool = False,
 ) -> dict[str, float]:
-    """Train in place on rows with `COLUMNS`; returns loss metrics (in standardised units)."""
+    """Train in place on rows with `COLUMNS`; returns loss metrics (in standardised units).
+
+    `resume`: continue from the newest complete checkpoint in `args.output_dir` (weights,
+    optimizer, scheduler, RNG state, position in the epoch; `resumable_checkpoint`), so a killed
+    training does not start over. The checkpoints must be ones this code wrote there itself.
+    """
     if len(rows) == 0:
         raise ValueError("no training examples for the value model")
     missing = [c for c in COLUMNS if c not in rows.column_names]
@@ -213,16 +269,23 @@ def train_value_model(
         train_dataset=rows,
         data_collator=ValueCollator(tokenizer, args.max_length),
     )
-    result = trainer.train()
+    checkpoint = resumable_checkpoint(args.output_dir) if resume else None
+    resumed_at = _checkpoint_step(checkpoint) if checkpoint else 0
+    if checkpoint is not None:
+        log.info("value training resumes from %s", checkpoint)
+    result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     model.eval()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     log.info(
-        "value model trained: %d steps, %.0f s, loss %.3f -> %.3f (a constant scores 0.5)",
-        result.global_step, result.metrics["train_runtime"],
+        "value model trained: %d steps (%d before resuming), %.0f s, loss %.3f -> %.3f "
+        "(a constant scores 0.5)",
+        result.global_step, resumed_at, result.metrics["train_runtime"],
         losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"),
     )  # fmt: skip
     return {
-        "train_loss": float(result.training_loss),
+        # the trainer averages over the steps this call trained: after resuming, only the rest
+        "train_loss": _session_loss(result, resumed_at),
+        "resumed_from_step": float(resumed_at),
         "first_logged_loss": losses[0] if losses else float("nan"),
         "last_logged_loss": losses[-1] if losses else float("nan"),
         "steps": float(result.global_step),

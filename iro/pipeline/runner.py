@@ -12,13 +12,16 @@ No Prefect here: `tasks/` wraps these methods and mirrors their outputs in the P
 from __future__ import annotations
 
 import logging
+import shutil
 import tempfile
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 from iro.base.config import RunConfig
 from iro.base.data import eval_slice, iteration_slice, load_prompts
+from iro.base.fsutil import directory_lock
 from iro.base.methods import get_method
 from iro.base.store import Artifact, ArtifactStore
 from iro.pipeline.decoder import decode_scored
@@ -34,6 +37,10 @@ log = logging.getLogger(__name__)
 
 TABLE = "table.parquet"
 VALUE_DIR = "value_model"
+# `<store>/.work/<stage>/<id>/`: a build's state that must survive a killed process (the value
+# trainer's checkpoints), unlike its staging directory; removed once the artifact is published.
+# Hidden, so the store never takes it for a stage.
+WORK = ".work"
 # Bump a stage's version when its output changes meaning: old artifacts then stop matching.
 STAGE_VERSIONS = {"rollout": 2, "score": 1, "reweight": 2, "value": 3, "eval": 2}
 
@@ -57,19 +64,52 @@ class Pipeline:
         parents: list[Artifact],
         build: Callable[[Path], dict[str, Any]],
         only_existing: bool,
+        work: Path | None = None,
     ) -> Artifact:
+        """Reuse or build; `work`: the build's resumable state (`work_dir`), locked while it
+        builds and removed once the artifact exists."""
         version = STAGE_VERSIONS[stage]
         artifact_id = self.store.artifact_id(stage, version, config, parents)
         existing = self.store.find(stage, artifact_id)
         if existing is not None:
             log.info("reusing %s artifact %s", stage, artifact_id)
+            self._remove_work(work)  # left by a process killed just after it published
             return existing
         if only_existing:
             raise MissingArtifactError(
                 f"{stage} artifact {artifact_id} does not exist in {self.store.root}"
             )
         log.info("building %s artifact %s", stage, artifact_id)
-        return self.store.create(stage, version, config, parents, build, self.cfg.run_name)
+        with self._work_lock(work):
+            artifact = self.store.create(stage, version, config, parents, build, self.cfg.run_name)
+            self._remove_work(work)
+        return artifact
+
+    def work_dir(self, stage: str, config: dict[str, Any], parents: list[Artifact]) -> Path:
+        """Where the build of this artifact keeps state across attempts (see WORK)."""
+        artifact_id = self.store.artifact_id(stage, STAGE_VERSIONS[stage], config, parents)
+        return self.store.root / WORK / stage / artifact_id
+
+    def _work_lock(self, work: Path | None):
+        """One builder per work directory: two runs can share an artifact id (the run lock is
+        per run), and two trainers rotating the same checkpoints would break each other.
+
+        The lock file lives inside `work` and goes with it once the artifact is published: a
+        process still waiting on the removed file then only finds the artifact and builds nothing.
+        """
+        if work is None:
+            return nullcontext()
+
+        def waiting(holder: str) -> None:
+            log.info("work directory %s is in use by %s; waiting", work, holder)
+
+        return directory_lock(work / ".lock", on_wait=waiting)
+
+    @staticmethod
+    def _remove_work(work: Path | None) -> None:
+        if work is not None and work.exists():
+            shutil.rmtree(work)
+            log.info("removed work directory %s: its artifact is published", work)
 
     # -- stages --
 
@@ -128,19 +168,19 @@ class Pipeline:
     def train_value(
         self, reweighted: Artifact, previous: Artifact | None, only_existing: bool = False
     ) -> Artifact:
+        """V_k; its trainer checkpoints into the store's work directory for this artifact, so a
+        killed training resumes from its last checkpoint instead of starting over."""
         v = self.cfg.value
         init = previous if (previous is not None and v.init_from_previous) else None
-
-        def build(out: Path) -> dict[str, Any]:
-            with tempfile.TemporaryDirectory(prefix="iro-trainer-") as work:
-                init_dir = init.file(VALUE_DIR) if init else None
-                return train_value(
-                    self.cfg, reweighted.table(), init_dir, out / VALUE_DIR, Path(work)
-                )
-
         config = config_slice(self.cfg, "value")
         parents = [reweighted] + ([init] if init else [])
-        return self._stage("value", config, parents, build, only_existing)
+        work = self.work_dir("value", config, parents)
+
+        def build(out: Path) -> dict[str, Any]:
+            init_dir = init.file(VALUE_DIR) if init else None
+            return train_value(self.cfg, reweighted.table(), init_dir, out / VALUE_DIR, work)
+
+        return self._stage("value", config, parents, build, only_existing, work)
 
     def iteration(
         self, iteration: int, values: list[Artifact], progress: Progress | None = None

@@ -88,8 +88,30 @@ def value_rows(
     return datasets.Dataset.from_pandas(frame[[*COLUMNS, *PRIOR_COLUMNS]], preserve_index=False)
 
 
+# Set by the pipeline whatever value.training says, and why (for the error naming them).
+RESERVED = {
+    "output_dir": "the stage's work directory in the store",
+    "max_length": "value.max_length",
+    "seed": "the config's seed",
+    "logging_steps": "the pipeline's logging",
+    "use_cpu": "the pipeline's device choice",
+    "disable_tqdm": "the pipeline's logging",
+    "report_to": "the pipeline's logging",
+    # a killed training resumes from its last checkpoint exactly where it stopped
+    "save_strategy": "resume: checkpoints every save_steps",
+    "save_only_model": "resume: needs the optimizer, scheduler and RNG state",
+    "resume_from_checkpoint": "resume: the newest checkpoint in the work directory",
+    "ignore_data_skip": "resume: continues mid-epoch at the next batch",
+}
+# Checkpoint settings a user may change (value.training.save_steps, .save_total_limit):
+# a checkpoint at every quarter of the training (a ratio < 1 is of the total steps), and only the
+# newest one kept on disk. Both are part of the value artifact's id, as all of value.training is.
+CHECKPOINT_DEFAULTS = {"save_steps": 0.25, "save_total_limit": 1}
+
+
 def training_arguments(cfg: RunConfig, work_dir: Path) -> ValueTrainingArguments:
-    """`value.training` as given, plus what the pipeline fixes (paths, seed, device, logging)."""
+    """`value.training` as given, plus what the pipeline fixes (paths, seed, device, logging,
+    checkpoints for resume; see RESERVED)."""
     fixed = {
         "output_dir": str(work_dir),
         "max_length": cfg.value.max_length,
@@ -98,6 +120,10 @@ def training_arguments(cfg: RunConfig, work_dir: Path) -> ValueTrainingArguments
         "use_cpu": not torch.cuda.is_available(),
         "disable_tqdm": True,
         "report_to": "none",
+        "save_strategy": "steps",
+        "save_only_model": False,
+        "resume_from_checkpoint": None,
+        "ignore_data_skip": False,
     }
     given = cfg.value.training.model_dump()
     known = {f.name for f in dataclasses.fields(ValueTrainingArguments)}
@@ -106,17 +132,21 @@ def training_arguments(cfg: RunConfig, work_dir: Path) -> ValueTrainingArguments
         raise ConfigError(f"value.training: {unknown} are not TrainingArguments fields")
     reserved = sorted(set(given) & set(fixed))
     if reserved:
-        raise ConfigError(
-            f"value.training: {reserved} are set by the pipeline (seed: the config's seed; "
-            "max_length: value.max_length)"
-        )
-    return ValueTrainingArguments(**given, **fixed)
+        reasons = "; ".join(f"{key}: {RESERVED[key]}" for key in reserved)
+        raise ConfigError(f"value.training: {reserved} are set by the pipeline ({reasons})")
+    return ValueTrainingArguments(**{**CHECKPOINT_DEFAULTS, **given}, **fixed)
 
 
 def train_value(
     cfg: RunConfig, table: pd.DataFrame, init_dir: Path | None, out_dir: Path, work_dir: Path
 ) -> dict[str, float]:
-    """Train V_k on the reweighted table (from V_{k-1} when given) and save it to `out_dir`."""
+    """Train V_k on the reweighted table (from V_{k-1} when given) and save it to `out_dir`.
+
+    `work_dir` holds the trainer's checkpoints and must outlive a killed process (the store's
+    per-artifact work directory, not the staging directory): training resumes from the newest
+    checkpoint found there. Those checkpoints include torch-pickled optimizer and RNG state, which
+    is acceptable only because this pipeline wrote them itself into its own store.
+    """
     from transformers import AutoTokenizer
 
     from valuefn.model import TokenValueModel
@@ -136,6 +166,6 @@ def train_value(
     if v.prior == "reward":
         priors = prefix_priors(table, tokenizer, build_run_reward(cfg).score, v.prior_stride)
     rows = value_rows(table, v.target, v.pack_candidates, priors)
-    metrics = train_value_model(model, tokenizer, rows, args)
+    metrics = train_value_model(model, tokenizer, rows, args, resume=True)
     model.save(out_dir, tokenizer)
     return metrics
