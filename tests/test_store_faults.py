@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iro.base.fsutil import ProcessId
-from iro.base.store import ArtifactError, ArtifactStore
+from iro.base.fsutil import ProcessId, directory_lock
+from iro.base.store import WORK, ArtifactError, ArtifactStore
 
 SPAWN = multiprocessing.get_context("spawn")
 TIMEOUT = 60
@@ -83,6 +83,13 @@ def child_hold_run_lock(root: str, work: str) -> None:
     """Hold run 'demo''s lock and say `held`, until killed."""
     with ArtifactStore(root).run_lock("demo"):
         (Path(work) / "held").touch()
+        time.sleep(TIMEOUT * 10)
+
+
+def child_hold_work_lock(work_dir: str, ready: str) -> None:
+    """Hold the lock of a work directory, as a value trainer does, and say `ready`, until killed."""
+    with directory_lock(Path(work_dir) / ".lock"):
+        Path(ready).touch()
         time.sleep(TIMEOUT * 10)
 
 
@@ -454,3 +461,111 @@ def test_gc_refuses_when_a_referenced_manifest_is_unreadable(tmp_path):
     with pytest.raises(ArtifactError, match=f"{value.path}/manifest.json is unreadable"):
         store.gc()
     assert all(a.path.exists() for a in run["kept"] + run["removed"])
+
+
+# -- work directories (`<root>/.work/<stage>/<id>/`) and report records --
+
+DAY = 24 * 3600
+
+
+def age(path: Path, seconds: float) -> None:
+    """Make `path` and everything in it look untouched for `seconds`."""
+    then = time.time() - seconds
+    for p in [*path.rglob("*"), path]:
+        os.utime(p, (then, then))
+
+
+def make_work(store: ArtifactStore, stage: str, artifact_id: str) -> Path:
+    """A work directory holding a checkpoint, as the value trainer leaves one."""
+    path = store.root / WORK / stage / artifact_id
+    (path / "checkpoint-1").mkdir(parents=True)
+    (path / "checkpoint-1" / "trainer_state.json").write_text("{}")
+    return path
+
+
+def test_gc_removes_published_and_abandoned_work_dirs_never_a_fresh_or_held_one(
+    tmp_path, capsys, caplog
+):
+    store, work = ArtifactStore(tmp_path / "store"), tmp_path / "work"
+    work.mkdir()
+    published = store.create("value", 1, {"a": 1}, [], build_table)
+    held_published = store.create("value", 1, {"a": 2}, [], build_table)
+    refs = [f"value/{a.id}" for a in (published, held_published)]
+    store.record_run_step("demo", "iteration-1", {"artifacts": refs})
+    leftover = make_work(store, "value", published.id)  # fresh, but its artifact is published
+    abandoned = make_work(store, "value", "00000000000000aa")  # a day old, lock of a dead holder
+    me = ProcessId.current()
+    dead = {"pid": me.pid, "start": me.start + 1, "host": me.host, "since": "2000-01-01T00:00:00Z"}
+    (abandoned / ".lock").touch()
+    (abandoned / ".lock.owner").write_text(json.dumps(dead))
+    age(abandoned, 2 * DAY)
+    fresh = make_work(store, "value", "00000000000000bb")  # unpublished, touched just now
+    held = make_work(store, "value", held_published.id)
+    child = start(child_hold_work_lock, str(held), str(work / "held"))
+    try:
+        wait_for((work / "held").exists, "the child to hold the work lock")
+        age(held, 2 * DAY)  # published and old: only its live holder keeps it
+        assert run_cli("gc", "--dry-run", "--root", str(store.root)) == 0
+        out = capsys.readouterr().out
+        assert sorted(out.splitlines()[:-1]) == sorted(
+            f"would remove {p}" for p in (leftover, abandoned)
+        )
+        assert "would remove 0 unreferenced artifacts" in out
+        assert "and 2 stale work directories" in out and "kept 2 artifacts" in out
+        assert all(p.is_dir() for p in (leftover, abandoned, fresh, held))  # dry: untouched
+        report = store.gc()  # the dry run did not make the abandoned one look fresh
+        assert sorted(report.work) == sorted([leftover, abandoned]) and report.bytes > 0
+        assert not leftover.exists() and not abandoned.exists()
+        assert fresh.is_dir() and (held / "checkpoint-1" / "trainer_state.json").is_file()
+    finally:
+        kill(child)
+    caplog.set_level(logging.INFO)
+    assert store.gc().work == [held] and not held.exists()  # its holder is gone now
+    assert f".lock was left by process {child.pid}" in caplog.text
+    assert fresh.is_dir() and published.path.is_dir() and held_published.path.is_dir()
+    assert not list((store.root / WORK / "value").glob(".*"))  # nothing half-removed
+
+
+def test_gc_removes_a_work_dir_half_removed_by_a_killed_gc(tmp_path):
+    store = ArtifactStore(tmp_path)
+    me = ProcessId.current()
+    gone = ProcessId(me.pid, me.start + 1, me.host)
+    half = make_work(store, "value", "00000000000000aa")
+    half = half.rename(half.with_name(f".{half.name}.{gone.tag}.gc"))
+    assert store.gc().staging == [half] and not half.exists()
+
+
+def test_gc_keeps_a_report_that_a_run_records(tmp_path):
+    store = ArtifactStore(tmp_path)
+    evaluation = make_run(store)["kept"][3]
+    recorded = store.create("report", 2, {"baseline": "reference"}, [evaluation], build_table)
+    unrecorded = store.create("report", 2, {"baseline": "base"}, [evaluation], build_table)
+    entry = {"stage": "report", "id": recorded.id, "artifact": f"report/{recorded.id}"}
+    store.record_run_step("demo", "report", {"reports": [entry]})
+    assert store.gc().artifacts[0] == unrecorded.path
+    assert recorded.path.is_dir() and not unrecorded.path.exists()
+
+
+def test_building_a_report_records_it_in_the_run_until_its_evaluation_is_replaced(tmp_path):
+    from iro.base.config import ReportConfig
+    from iro.reports.run import build_report
+    from tests.report_helpers import make_run as make_evaluated_run
+
+    store = make_evaluated_run(tmp_path)
+    by_reference = build_report(store, "demo", ReportConfig(baseline="reference"))
+    by_base = build_report(store, "demo", ReportConfig(baseline="base"))
+    assert build_report(store, "demo", ReportConfig(baseline="reference")).id == by_reference.id
+    record = json.loads((store.run_dir("demo") / "report.json").read_text())
+    assert [e["artifact"] for e in record["reports"]] == [
+        f"report/{by_base.id}",
+        f"report/{by_reference.id}",
+    ]
+    assert store.gc().artifacts == [] and by_reference.path.is_dir() and by_base.path.is_dir()
+    # a new evaluation of the run: its report replaces the old evaluation's in the record
+    outputs = {"base": ["a"] * 4, "iro-iter2": ["b"] * 4}
+    make_evaluated_run(tmp_path, outputs=outputs)
+    newer = build_report(store, "demo", ReportConfig(baseline="reference"))
+    record = json.loads((store.run_dir("demo") / "report.json").read_text())
+    assert [e["artifact"] for e in record["reports"]] == [f"report/{newer.id}"]
+    store.gc()
+    assert newer.path.is_dir() and not by_reference.path.exists() and not by_base.path.exists()

@@ -176,12 +176,13 @@ def _cmd_store_quarantine(args: argparse.Namespace) -> int:
 def _cmd_store_gc(args: argparse.Namespace) -> int:
     report = _store(args).gc(dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
-    for path in [*report.artifacts, *report.staging]:
+    for path in [*report.artifacts, *report.staging, *report.work]:
         print(f"{verb} {path}")
     print(
-        f"{verb} {len(report.artifacts)} unreferenced artifacts and {len(report.staging)} "
-        f"abandoned staging directories ({report.bytes / 1e6:.1f} MB); "
-        f"kept {report.kept} artifacts referenced by {report.runs} runs"
+        f"{verb} {len(report.artifacts)} unreferenced artifacts, {len(report.staging)} "
+        f"abandoned staging directories and {len(report.work)} stale work directories "
+        f"({report.bytes / 1e6:.1f} MB); kept {report.kept} artifacts referenced by "
+        f"{report.runs} runs"
     )
     return 0
 

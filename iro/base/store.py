@@ -12,7 +12,8 @@ into place, so a crash leaves either nothing or a complete artifact; a staging d
 process is gone (kill -9, power loss) is removed when a run lock is taken, before a build and by
 `gc`. Readers verify the manifest against the files (names, checksums, nothing extra), so a
 damaged artifact is refused, naming the file, never used; `quarantine` sets it aside so that the
-next run rebuilds it. `gc` removes what no run record references.
+next run rebuilds it. `gc` removes what no run record references, and work directories (WORK)
+that no live builder holds once their artifact is published or they have lain untouched a day.
 """
 
 from __future__ import annotations
@@ -35,12 +36,14 @@ from pathlib import Path, PurePath
 from typing import Any
 
 import pandas as pd
+from filelock import FileLock, Timeout
 
 from iro.base.fsutil import (
     LockBusyError,
     ProcessId,
     atomic_write_json,
     directory_lock,
+    lock_holder,
     sha256_file,
 )
 
@@ -48,6 +51,14 @@ log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.json"
 RUNS = "runs"
+# `<root>/.work/<stage>/<id>/`: a build's state that must survive a killed process (the value
+# trainer's checkpoints), unlike its staging directory. Its builder holds `<dir>/.lock` (fsutil's
+# directory_lock) while it works and removes the directory once the artifact is published. Hidden,
+# so the store never takes it for a stage. The pipeline's runner uses this one definition.
+WORK = ".work"
+WORK_LOCK = ".lock"
+# a work directory nobody holds and nothing touched for this long was abandoned: gc removes it
+ABANDONED_WORK_AGE_S = 24 * 3600
 QUARANTINE = ".quarantine"
 # `.<id>.<pid>-<start>@<host>.<random>`: a staging directory and the process that writes it
 STAGING = re.compile(r"^\.[0-9a-f]+\.(?P<owner>\d+-\d+@[A-Za-z0-9-]*)\.[a-z0-9_]+$")
@@ -148,6 +159,7 @@ class GcReport:
 
     artifacts: list[Path] = field(default_factory=list)
     staging: list[Path] = field(default_factory=list)
+    work: list[Path] = field(default_factory=list)  # work directories (WORK) of no more use
     kept: int = 0
     runs: int = 0
     bytes: int = 0
@@ -189,6 +201,20 @@ def _old_legacy_staging(path: Path) -> bool:
     if not (LEGACY_STAGING.match(path.name) and path.is_dir()):
         return False
     return time.time() - _newest_mtime(path) > LEGACY_STAGING_AGE_S
+
+
+def _lock_held(lock_path: Path) -> bool:
+    """Whether a live process holds the `directory_lock` at `lock_path` (an flock, dropped by the
+    kernel when its holder dies). Probed without an owner record, so nothing beside it changes."""
+    if not lock_path.is_file():
+        return False
+    probe = FileLock(lock_path)
+    try:
+        probe.acquire(blocking=False)
+    except Timeout:
+        return True
+    probe.release()
+    return False
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -477,6 +503,59 @@ class ArtifactStore:
         log.info("set aside %s/%s in %s (%s)", *parts, destination, problem or "it verified")
         return destination, problem
 
+    # -- work directories (WORK) left by builds that published or were abandoned --
+
+    def _work_stage_dirs(self) -> list[Path]:
+        work = self.root / WORK
+        if not work.is_dir():
+            return []
+        return sorted(p for p in work.iterdir() if p.is_dir() and _NAME.match(p.name))
+
+    def _stale_work(self) -> list[tuple[Path, str]]:
+        """Work directories of no more use, each with why: their artifact exists (a builder killed
+        between publishing and tidying up) or nothing touched them for ABANDONED_WORK_AGE_S. One
+        whose lock a live process holds is never among them, however old."""
+        stale = []
+        for stage_dir in self._work_stage_dirs():
+            for path in sorted(stage_dir.iterdir()):
+                if not (path.is_dir() and _NAME.match(path.name)):
+                    continue
+                try:
+                    if (self.root / stage_dir.name / path.name).is_dir():
+                        why = "its artifact is published"
+                    elif time.time() - _newest_mtime(path) > ABANDONED_WORK_AGE_S:
+                        why = "abandoned, untouched for over a day"
+                    else:
+                        continue
+                    if _lock_held(path / WORK_LOCK):
+                        log.info(
+                            "kept work directory %s: held by %s",
+                            path,
+                            lock_holder(path / WORK_LOCK),
+                        )
+                        continue
+                except OSError:  # removed meanwhile, by its builder once it published
+                    continue
+                stale.append((path, why))
+        return stale
+
+    def _remove_work(self, stale: Sequence[tuple[Path, str]]) -> list[Path]:
+        """Remove these work directories, each under its lock (one taken meanwhile is kept) and
+        renamed out of sight first, as `_discard` does; returns those removed."""
+        removed = []
+        for path, why in stale:
+            try:
+                with directory_lock(path / WORK_LOCK, wait=False):
+                    doomed = path.with_name(f".{path.name}.{ProcessId.current().tag}.gc")
+                    path.rename(doomed)
+                    shutil.rmtree(doomed)
+            except LockBusyError as err:
+                log.info("kept work directory %s: %s", path, err)
+                continue
+            log.info("removed work directory %s: %s", path, why)
+            removed.append(path)
+        return removed
+
     def _run_records(self) -> list[Path]:
         return sorted(p for p in self.root.glob(f"{RUNS}/*/*.json") if not p.name.startswith("."))
 
@@ -498,7 +577,8 @@ class ArtifactStore:
         return seen
 
     def gc(self, dry_run: bool = False) -> GcReport:
-        """Remove every artifact no run references, and staging left by dead processes.
+        """Remove every artifact no run references, staging left by dead processes, and work
+        directories of no more use (`_stale_work`: published or abandoned, never a held one).
 
         "Referenced" is `referenced()`. gc holds the store's gc lock and every run's lock, so it
         refuses while a run is in progress (that run's newest artifacts are not recorded yet)
@@ -515,6 +595,7 @@ class ArtifactStore:
                     "it has not recorded yet. Run gc again once it has finished"
                 ) from err
             keep = self.referenced()
+            work = self._stale_work()  # "published" judged before unreferenced artifacts go
             report = GcReport(runs=len({r.parent for r in self._run_records()}))
             for stage, artifact_id, path in self._artifact_dirs():
                 if (stage, artifact_id) in keep:
@@ -522,13 +603,20 @@ class ArtifactStore:
                 else:
                     report.artifacts.append(path)
                     report.bytes += _tree_size(path)
-            stale = self._stale_staging(self._stage_dirs(), include_legacy=True)
+            # staging, and work directories half removed by a gc that was killed (`.<id>.<owner>.gc`)
+            stale = self._stale_staging(
+                [*self._stage_dirs(), *self._work_stage_dirs()], include_legacy=True
+            )
             report.staging = [path for path, _ in stale]
             report.bytes += sum(_tree_size(path) for path in report.staging)
+            sizes = {path: _tree_size(path) for path, _ in work}
+            report.work = list(sizes)
             if not dry_run:
                 for path in report.artifacts:
                     self._discard(path)
                 self._remove_staging(stale)
+                report.work = self._remove_work(work)
+            report.bytes += sum(sizes[path] for path in report.work)
         return report
 
     def _discard(self, path: Path) -> None:

@@ -23,7 +23,7 @@ from iro.base.config import RunConfig
 from iro.base.data import eval_slice, iteration_slice, load_prompts
 from iro.base.fsutil import directory_lock
 from iro.base.methods import get_method
-from iro.base.store import Artifact, ArtifactStore
+from iro.base.store import WORK, Artifact, ArtifactStore
 from iro.pipeline.decoder import decode_scored
 from iro.pipeline.evaluation import evaluation_metrics
 from iro.pipeline.generation import Progress, generate
@@ -37,10 +37,6 @@ log = logging.getLogger(__name__)
 
 TABLE = "table.parquet"
 VALUE_DIR = "value_model"
-# `<store>/.work/<stage>/<id>/`: a build's state that must survive a killed process (the value
-# trainer's checkpoints), unlike its staging directory; removed once the artifact is published.
-# Hidden, so the store never takes it for a stage.
-WORK = ".work"
 # Bump a stage's version when its output changes meaning: old artifacts then stop matching.
 STAGE_VERSIONS = {"rollout": 2, "score": 1, "reweight": 2, "value": 3, "eval": 2}
 
@@ -86,7 +82,7 @@ class Pipeline:
         return artifact
 
     def work_dir(self, stage: str, config: dict[str, Any], parents: list[Artifact]) -> Path:
-        """Where the build of this artifact keeps state across attempts (see WORK)."""
+        """Where the build of this artifact keeps state across attempts (see store.WORK)."""
         artifact_id = self.store.artifact_id(stage, STAGE_VERSIONS[stage], config, parents)
         return self.store.root / WORK / stage / artifact_id
 

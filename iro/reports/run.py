@@ -6,6 +6,10 @@ reference_reward). Every method is compared with one baseline (the reference out
 method) on the prompts both have, by reward and, if configured, by a pairwise LLM judge and by
 AlpacaEval. The report artifact's parents are those eval artifacts, so a new evaluation makes a
 new report version and an unchanged one is reused.
+
+Each report is named in the run's `report` record (`runs/<run>/report.json`), so `iro store gc`
+keeps it (a judge's report costs API calls to rebuild); the record keeps every report of the
+run's current evaluation and drops those of evaluations it no longer lists.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 STAGE = "report"
 STAGE_VERSION = 2
 REFERENCE = "reference"
+RECORD = "report"  # the run step naming the run's reports: runs/<run>/report.json
 
 
 class ReportError(ValueError):
@@ -70,11 +75,16 @@ def latest_run(store: ArtifactStore) -> str:
     return tables[0].parent.name
 
 
-def load_run_outputs(store: ArtifactStore, run_name: str) -> dict[str, Artifact]:
-    """Method label -> its eval artifact, in the order of the run's evaluation table."""
+def _evaluation_table(store: ArtifactStore, run_name: str) -> Path:
     path = store.run_dir(run_name) / "evaluation.json"
     if not path.is_file():
         raise ReportError(f"run {run_name!r} has no evaluation table at {path}; run it first")
+    return path
+
+
+def load_run_outputs(store: ArtifactStore, run_name: str) -> dict[str, Artifact]:
+    """Method label -> its eval artifact, in the order of the run's evaluation table."""
+    path = _evaluation_table(store, run_name)
     rows = json.loads(path.read_text()).get("evaluation", [])
     if not rows:
         raise ReportError(f"run {run_name!r}: its evaluation table at {path} is empty")
@@ -180,14 +190,61 @@ def report_config_slice(cfg: ReportConfig) -> dict[str, Any]:
     return config_slice(RunConfig(report=cfg), "report")
 
 
+def record_report(
+    store: ArtifactStore, run_name: str, report: Artifact, evaluated: list[Artifact]
+) -> Path:
+    """Name `report` in the run's RECORD, beside the reports of the same evaluation, so that gc
+    keeps them; `evaluated` are the eval artifacts the run's evaluation table lists now."""
+    current = {f"{a.stage}/{a.id}" for a in evaluated}
+    entry = {
+        "stage": report.stage,
+        "id": report.id,
+        "artifact": f"{report.stage}/{report.id}",
+        "baseline": report.manifest["config"].get("report.baseline"),
+        "evaluated": [f"{p['stage']}/{p['id']}" for p in report.manifest["parents"]],
+    }
+    path = store.run_dir(run_name) / f"{RECORD}.json"
+    try:
+        previous = json.loads(path.read_text())["reports"] if path.is_file() else []
+        kept = [
+            e
+            for e in previous
+            if e["artifact"] != entry["artifact"] and set(e["evaluated"]) <= current
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        log.warning("run record %s is unreadable (%s); writing it anew", path, err)
+        kept = []
+    return store.record_run_step(run_name, RECORD, {"reports": [*kept, entry]})
+
+
 def build_report(
     store: ArtifactStore, run_name: str, cfg: ReportConfig, api_key: str | None = None
 ) -> Artifact:
-    """Compute (or reuse) the report artifact of `run_name`; `api_key` only if a judge runs."""
+    """Compute (or reuse) the report artifact of `run_name` and record it in the run (see
+    `record_report`); `api_key` only if a judge runs.
+
+    Holds the run's lock (`ArtifactStore.run_lock`) throughout: gc cannot remove the report
+    between its build and its record, and a run of that name in progress finishes first.
+    """
     needs_judge = cfg.pairwise_judge is not None or cfg.alpaca_eval
     if needs_judge and api_key is None:
         raise ReportError("a judge report needs an API key (resolve it before building)")
-    outputs = load_run_outputs(store, run_name)
+    _evaluation_table(store, run_name)  # an unknown run leaves no lock directory behind
+    with store.run_lock(run_name):
+        outputs = load_run_outputs(store, run_name)
+        report = _build(store, run_name, cfg, api_key, outputs)
+        record_report(store, run_name, report, list(outputs.values()))
+    return report
+
+
+def _build(
+    store: ArtifactStore,
+    run_name: str,
+    cfg: ReportConfig,
+    api_key: str | None,
+    outputs: dict[str, Artifact],
+) -> Artifact:
+    """The report artifact of `outputs` (method -> eval artifact), reused if it exists."""
     baseline = _baseline_table(outputs, cfg.baseline)
     methods = cfg.methods or [m for m in outputs if m != cfg.baseline]
     unknown = [m for m in methods if m not in outputs]
