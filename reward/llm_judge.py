@@ -1,8 +1,11 @@
 """An LLM judge as a reward: the model rates each response on a 1..10 scale (temperature 0).
 
 An answer without a rating in range is recorded as NaN, so the stage stops naming the row
-(`check_scores`) rather than training on an invented score; request failures are retried with
-backoff and counted by the client.
+(`check_scores`) rather than training on an invented score. Requests that fail (the endpoint down,
+slower than `timeout_s`, overloaded or answering garbage) are retried `max_retries` times with
+exponential backoff from `retry_delay_s`; one that still fails stops the scoring with a
+`RewardError` naming the row, the endpoint, what happened, the attempts and the option to change,
+and no further request is sent once the endpoint itself has failed.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from functools import cached_property
 
 import numpy as np
 
-from reward.base import Reward
+from reward.base import Reward, RewardError
 from reward.openai_client import ChatClient, resolve_api_key
 
 DEFAULT_TEMPLATE = (
@@ -44,6 +47,8 @@ class LLMJudgeReward(Reward):
         max_tokens: int = 8,
         max_retries: int = 3,
         concurrency: int = 4,
+        timeout_s: float = 120.0,
+        retry_delay_s: float = 0.5,
     ):
         self.template = template
         self._settings = {
@@ -52,6 +57,10 @@ class LLMJudgeReward(Reward):
             "max_tokens": max_tokens,
             "max_retries": max_retries,
             "concurrency": concurrency,
+            "timeout_s": timeout_s,
+            "retry_delay_s": retry_delay_s,
+            # the judge's options as a config writes them, for the error message
+            "settings": "reward.components[llm_judge].options.",
         }
         self._api_key = resolve_api_key(api_key_env)  # fail now, before any scoring
 
@@ -64,4 +73,12 @@ class LLMJudgeReward(Reward):
             [{"role": "user", "content": self.template.format(prompt=p, response=r)}]
             for p, r in zip(prompts, responses, strict=True)
         ]
-        return np.array([parse_rating(a) for a in self.client.complete_many(requests)])
+        answers, error = self.client.complete_or_stop(requests)
+        if error is not None:
+            unanswered = [i for i, a in enumerate(answers) if a is None]
+            raise RewardError(
+                f"reward {self.name!r} returned nan for row {unanswered[0]}: {len(unanswered)} of "
+                f"{len(requests)} judge request(s) got no answer, so nothing was scored or "
+                f"trained on; {error}"
+            )
+        return np.array([parse_rating(a) for a in answers])

@@ -31,6 +31,7 @@ from iro.base.config import (
 )
 from iro.base.data import DatasetError
 from iro.base.endpoint import EndpointError
+from iro.base.errors import OutOfMemory
 from iro.base.methods import METHODS
 from iro.base.models import ModelNotFoundError
 from iro.base.store import ArtifactError, ArtifactStore
@@ -41,6 +42,7 @@ from reward.openai_client import MissingAPIKeyError
 # Problems with the user's inputs: reported in one line, without a traceback.
 USER_ERRORS = (ConfigError, DatasetError, ModelNotFoundError, ArtifactError, RewardError)
 USER_ERRORS += (ReportError, MissingAPIKeyError, EndpointError, IncompatibleValueModelError)
+USER_ERRORS += (OutOfMemory,)  # names the stage and the settings that lower its memory use
 
 
 def _overrides(pairs: list[str]) -> dict[str, Any]:

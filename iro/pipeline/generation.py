@@ -18,6 +18,7 @@ import pandas as pd
 from iro.base.config import RunConfig
 from iro.base.data import DatasetError, render_prompts
 from iro.base.engines.factory import get_engine
+from iro.base.errors import out_of_memory
 from iro.base.models import resolve_model
 from iro.pipeline.guidance import build_scorer, reward_prior
 from iro.pipeline.methods import sampling_settings
@@ -26,6 +27,7 @@ from valuefn.search import SearchSettings, guided_search
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str, float], None]  # (message, fraction done)
+STAGE = "generation (the search of a rollout or an evaluation)"  # in out-of-memory errors
 
 
 def policy_tokenizer(cfg: RunConfig):
@@ -33,6 +35,20 @@ def policy_tokenizer(cfg: RunConfig):
 
     path = resolve_model(cfg.policy.model, cfg.cache_dir)
     return AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.policy.trust_remote_code)
+
+
+def memory_knobs(cfg: RunConfig) -> dict[str, tuple[object, str]]:
+    """What lowers generation's memory use; none of it changes an artifact id."""
+    p = cfg.policy
+    return {
+        "policy.prompts_per_call": (p.prompts_per_call, "fewer prompts (and their beams) per call"),
+        "value.score_batch_size": (cfg.value.score_batch_size, "fewer texts per value forward"),
+        "policy.gpu_memory_utilization": (
+            p.gpu_memory_utilization,
+            "vLLM's share of the GPU, lower to leave the value models room",
+        ),
+        "policy.cpu_kv_cache_gib": (p.cpu_kv_cache_gib, "vLLM's KV cache in CPU memory"),
+    }
 
 
 def generate(
@@ -65,7 +81,8 @@ def generate(
             f"policy.max_model_len - sampling.max_new_tokens allows {limit}; shorten the prompt "
             "or raise policy.max_model_len"
         )
-    engine = get_engine(cfg.policy, cfg.cache_dir, cfg.seed)
+    with out_of_memory(STAGE, memory_knobs(cfg)):  # vLLM reserves its KV cache as it starts
+        engine = get_engine(cfg.policy, cfg.cache_dir, cfg.seed)
     task_prompts = dict(zip(prompt_texts, prompts["prompt"], strict=True))
     scorer = build_scorer(cfg, value_dirs, task_prompts) if guided else None
     if prior_only:
@@ -80,18 +97,19 @@ def generate(
                 longest / settings.max_new_tokens,
             )
 
-    pools = guided_search(
-        engine,
-        tokenizer,
-        prompt_texts,
-        prompt_ids,
-        settings,
-        sampling_settings(cfg),
-        scorer,
-        seed=seed,
-        progress=on_step,
-        prompts_per_call=cfg.policy.prompts_per_call,
-    )
+    with out_of_memory(STAGE, memory_knobs(cfg)):
+        pools = guided_search(
+            engine,
+            tokenizer,
+            prompt_texts,
+            prompt_ids,
+            settings,
+            sampling_settings(cfg),
+            scorer,
+            seed=seed,
+            progress=on_step,
+            prompts_per_call=cfg.policy.prompts_per_call,
+        )
     rows = []
     for p, pool in enumerate(pools):
         for c, candidate in enumerate(pool):

@@ -14,6 +14,7 @@ import pandas as pd
 import torch
 
 from iro.base.config import ConfigError, RunConfig
+from iro.base.errors import out_of_memory
 from iro.base.models import resolve_model
 from iro.pipeline.scoring import build_run_reward
 from valuefn.training import COLUMNS, PRIOR_COLUMNS, ValueTrainingArguments, train_value_model
@@ -137,6 +138,19 @@ def training_arguments(cfg: RunConfig, work_dir: Path) -> ValueTrainingArguments
     return ValueTrainingArguments(**{**CHECKPOINT_DEFAULTS, **given}, **fixed)
 
 
+def memory_knobs(cfg: RunConfig) -> dict[str, tuple[object, str]]:
+    """What lowers value training's memory use (each changes the value artifact's id)."""
+    t = cfg.value.training
+    return {
+        "value.training.per_device_train_batch_size": (
+            t.per_device_train_batch_size,
+            "lower it and raise value.training.gradient_accumulation_steps "
+            f"(now {t.gradient_accumulation_steps}) to keep the effective batch",
+        ),
+        "value.max_length": (cfg.value.max_length, "shorter training texts"),
+    }
+
+
 def train_value(
     cfg: RunConfig, table: pd.DataFrame, init_dir: Path | None, out_dir: Path, work_dir: Path
 ) -> dict[str, float]:
@@ -166,6 +180,7 @@ def train_value(
     if v.prior == "reward":
         priors = prefix_priors(table, tokenizer, build_run_reward(cfg).score, v.prior_stride)
     rows = value_rows(table, v.target, v.pack_candidates, priors)
-    metrics = train_value_model(model, tokenizer, rows, args, resume=True)
+    with out_of_memory("value training", memory_knobs(cfg)):
+        metrics = train_value_model(model, tokenizer, rows, args, resume=True)
     model.save(out_dir, tokenizer)
     return metrics

@@ -5,13 +5,16 @@ have can still be aligned. A local tokenizer of the served model renders prompts
 tokens; the prefix goes to the server as token ids (vLLM servers accept them, which keeps the
 prefix exact) or as text (any completions API).
 
-Failures are retried by the `openai` client and then raised as `EndpointError` naming the
-endpoint (`iro.base.endpoint`): there is no silent fallback to another engine, which would change
-the results.
+Failures (the server down, slower than `policy.endpoint.timeout_s`, overloaded or answering
+garbage) are retried `policy.endpoint.max_retries` times with exponential backoff and then raised
+as `EndpointError` naming the endpoint, what happened, the attempts and the setting to change
+(`iro.base.endpoint`); the step's other requests still waiting are not sent. There is no silent
+fallback to another engine, which would change the results.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -36,6 +39,7 @@ class OpenAIEngine(Engine):
         timeout_s: float = 120.0,
         max_retries: int = 4,
         concurrency: int = 8,
+        retry_delay_s: float = 0.5,
     ) -> None:
         self.endpoint = Endpoint(
             base_url=base_url,
@@ -43,6 +47,8 @@ class OpenAIEngine(Engine):
             api_key=api_key,
             max_retries=max_retries,
             timeout_s=timeout_s,
+            retry_delay_s=retry_delay_s,
+            settings="policy.endpoint.",
         )
         self.tokenizer = tokenizer
         self.eos_token_id = tokenizer.eos_token_id
@@ -68,7 +74,7 @@ class OpenAIEngine(Engine):
             seed=request.seed,
             extra_body=extra,
         )
-        if not getattr(response, "choices", None):  # an HTML error page, or another API's answer
+        if not getattr(response, "choices", None):  # the endpoint retries such answers
             raise EndpointError(f"endpoint {self.endpoint.url} answered with no completions")
         choices = sorted(response.choices, key=lambda c: c.index)
         if len(choices) != request.n:
@@ -86,6 +92,19 @@ class OpenAIEngine(Engine):
     def continue_batch(
         self, requests: Sequence[ContinuationRequest], sampling: SamplingSettings
     ) -> list[list[Continuation]]:
-        # concurrent requests let the server batch them, as one in-process call would
+        # concurrent requests let the server batch them, as one in-process call would; once one
+        # has failed for good the step fails, so the requests not yet sent are skipped
+        failed = threading.Event()
+
+        def one(request: ContinuationRequest) -> list[Continuation] | None:
+            if failed.is_set():
+                return None
+            try:
+                return self._continue_one(request, sampling)
+            except BaseException:
+                failed.set()
+                raise
+
+        # requests start in order, so the first failure is raised before any skipped one is read
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(lambda r: self._continue_one(r, sampling), requests))
+            return list(pool.map(one, requests))
