@@ -110,9 +110,11 @@ def wait_for(what: str, ready, proc: subprocess.Popen, log: Path, timeout: float
     pytest.fail(f"{what}: not ready after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("prefect-server")
+@contextmanager
+def served(tmp: Path, config: Path, serve_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """A Prefect server on a free loopback port (PREFECT_HOME `tmp/prefect`) and `iro serve
+    --config config` registered with it, both stopped when the block ends. `serve_env` is added
+    to the serving process's environment only (the server and `Server.env` never see it)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -123,7 +125,6 @@ def server(tmp_path_factory) -> Iterator[Server]:
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         "PYTHONUNBUFFERED": "1",
     }
-    config = tiny_config(tmp)
     server_log, serve_log = tmp / "server.log", tmp / "serve.log"
     start = [sys.executable, "-m", "iro.app.cli", "server", "start", "--port", str(port)]
     with background(start, env, server_log) as proc:
@@ -131,7 +132,7 @@ def server(tmp_path_factory) -> Iterator[Server]:
         print(f"prefect server healthy after {seconds:.1f} s")
         serve = [sys.executable, "-m", "iro.app.cli", "serve", "--config", str(config)]
         with (
-            background(serve, env, serve_log) as serving,
+            background(serve, {**env, **(serve_env or {})}, serve_log) as serving,
             SyncPrefectClient(f"{url}/api") as client,
         ):
             wait_for(
@@ -142,6 +143,13 @@ def server(tmp_path_factory) -> Iterator[Server]:
                 180,
             )
             yield Server(url, f"{url}/api", env, tmp / "store", tmp)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("prefect-server")
+    with served(tmp, tiny_config(tmp)) as running:
+        yield running
 
 
 def deployment_run(server: Server, *args: str) -> tuple[subprocess.CompletedProcess, UUID | None]:
