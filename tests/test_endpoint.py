@@ -1,14 +1,11 @@
 """The shared endpoint wrapper and the judge client on a stub server: what is retried, what is
 not, and that the final error names the endpoint but never the key."""
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
 import pytest
 
 from iro.base.endpoint import Endpoint, EndpointError
 from reward.openai_client import ChatClient
+from tests.http_stub import chat_completion, json_reply, stub_server
 
 KEY = "sk-test-0123456789abcdef"
 
@@ -17,36 +14,14 @@ KEY = "sk-test-0123456789abcdef"
 def stub():
     """A server answering every request with `stub.status`; its error body echoes the key."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            server.hits += 1
-            if server.status == 200:
-                body = {
-                    "id": "x", "object": "chat.completion", "created": 0, "model": "m",
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": "7"}}],
-                }  # fmt: skip
-            else:
-                body = {"error": {"message": f"no: {self.headers['Authorization']}"}}
-            data = json.dumps(body).encode()
-            self.send_response(server.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def respond(handler, request):
+        if handler.server.status == 200:
+            return json_reply(chat_completion("7"))
+        error = {"error": {"message": f"no: {handler.headers['Authorization']}"}}
+        return json_reply(error, handler.server.status)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.hits, server.status = 0, 200
-    server.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with stub_server(respond, status=200) as server:
+        yield server
 
 
 def chat(stub, **kwargs):

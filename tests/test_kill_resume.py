@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from iro.base.store import ArtifactStore
+from tests.test_remote_faults import tiny_config as remote_faults_config
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 300  # seconds for a tiny run; the embedded model's gets EMBEDDED_TIMEOUT
@@ -42,40 +43,19 @@ RUN = "kr"
 def tiny_config(tmp: Path, model: Path, store: Path) -> Path:
     """Two iterations, 2 prompts each, a length reward; weighted reweighting keeps every
     candidate so that value training runs 8 steps (a checkpoint every 2) in iteration 1."""
-    config = {
+    reward = [{"type": "length_penalty", "options": {"target_words": 2, "per_word": 0.1}}]
+    config = remote_faults_config(tmp, model, reward) | {
         "run_name": RUN,
-        "seed": 3,
         "iterations": 2,
-        "policy": {"model": str(model), "engine": "hf"},
-        "data": {
-            "dataset": str(REPO / "data" / "docstrings.jsonl"),
-            "prompts_per_iteration": 2,
-            "eval_prompts": 2,
-            "use_chat_template": False,
-            "prompt_template": "{prompt}",
-        },
-        "reward": {
-            "components": [
-                {"type": "length_penalty", "options": {"target_words": 2, "per_word": 0.1}}
-            ]
-        },
-        "sampling": {"max_new_tokens": 6, "temperature": 1.0, "top_k": 0},
-        "rollout": {"samples": 2},
         "search": {"beams": 2, "children": 2, "chunk_tokens": 3},
-        "reweight": {"scheme": "weighted"},
-        "value": {
-            "backbone": str(model),
-            "num_layers": 1,
-            "max_length": 64,
-            # a large rate, so that a resume that replays or skips a batch shows in the values
-            "training": {
-                "num_train_epochs": 2,
-                "per_device_train_batch_size": 1,
-                "learning_rate": 1e-2,
-            },
-        },
         "eval": {"baselines": ["base"]},
         "store": {"root": str(store)},
+    }
+    # a large rate, so that a resume that replays or skips a batch shows in the values
+    config["value"]["training"] = {
+        "num_train_epochs": 2,
+        "per_device_train_batch_size": 1,
+        "learning_rate": 1e-2,
     }
     path = tmp / "tiny.yaml"
     path.write_text(yaml.safe_dump(config))

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from uuid import UUID
 
@@ -35,6 +33,7 @@ from prefect.client.schemas.filters import (
 
 from iro.base.config import load_config
 from iro.base.store import ArtifactStore
+from tests.http_stub import StubServer, chat_completion, json_reply, stub_server
 from tests.test_prefect_server import Server, deployment_run, served
 from tests.test_remote_faults import STAGES, finished, judge_reward, leftovers, tiny_config
 
@@ -43,44 +42,17 @@ pytestmark = pytest.mark.slow
 KEY = "sk-prefect-planted-4b9e2d7c1a6f3e8d5c0b"
 
 
-class _Judge(ThreadingHTTPServer):
-    daemon_threads = True
-    url: str
-    authorizations: list[str]
-
-
 @pytest.fixture(scope="module")
-def judge() -> Iterator[_Judge]:
+def judge() -> Iterator[StubServer]:
     """An OpenAI-compatible judge that rates every response 7 and records each request's
     Authorization header (the proof that the key was really sent)."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            server.authorizations.append(self.headers.get("Authorization", ""))
-            answer = {
-                "id": "x", "object": "chat.completion", "created": 0, "model": "judge",
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": "7"}}],
-            }  # fmt: skip
-            data = json.dumps(answer).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def respond(handler, request):
+        handler.server.authorizations.append(handler.headers.get("Authorization", ""))
+        return json_reply(chat_completion("7", model="judge"))
 
-        def log_message(self, *args):
-            pass
-
-    server = _Judge(("127.0.0.1", 0), Handler)
-    server.authorizations = []
-    server.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with stub_server(respond, authorizations=[]) as server:
+        yield server
 
 
 def key_variables(config: object) -> set[str]:

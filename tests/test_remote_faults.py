@@ -20,10 +20,8 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -40,6 +38,7 @@ from iro.base.errors import OutOfMemory, out_of_memory
 from iro.base.store import ArtifactStore
 from reward.base import RewardError
 from reward.llm_judge import LLMJudgeReward
+from tests.http_stub import StubServer, chat_completion, json_reply, stub_server
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "sk-remote-faults-0123456789"
@@ -50,64 +49,28 @@ MESSAGES = [{"role": "user", "content": "rate this"}]
 # -- a judge endpoint that misbehaves on request --
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def handle_error(self, request, client_address):
-        pass  # a slow answer's client has gone: its broken pipe is expected
-
-
 @pytest.fixture
-def judge() -> Iterator[_Server]:
+def judge() -> Iterator[StubServer]:
     """An OpenAI-compatible server; `mode`: ok (a chat completion rating the text), overloaded
     (503), slow (answers after 5 s), garbage (a 200 HTML page), refuse (400). `fail_first`: that
     many requests get `mode`, the rest an ok answer. Counts `hits`."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            with server.lock:
-                server.hits += 1
-                hit = server.hits
-            mode = server.mode if hit <= server.fail_first else "ok"
-            if mode == "slow":
-                server.stop.wait(5)
-                mode = "ok"
-            if mode == "garbage":
-                status, ctype, data = 200, "text/html", b"<html>maintenance</html>"
-            elif mode == "ok":
-                text = body["messages"][0]["content"] if "messages" in body else ""
-                answer = {
-                    "id": "x", "object": "chat.completion", "created": 0, "model": "judge",
-                    "choices": [{"index": 0, "finish_reason": "stop",
-                                 "message": {"role": "assistant", "content": str(1 + len(text) % 9)}}],
-                }  # fmt: skip
-                status, ctype, data = 200, "application/json", json.dumps(answer).encode()
-            else:
-                status = {"overloaded": 503, "refuse": 400}[mode]
-                ctype, data = "application/json", json.dumps({"error": {"message": mode}}).encode()
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-            except OSError:
-                pass
+    def respond(handler, request):
+        server = handler.server
+        mode = server.mode if handler.hit <= server.fail_first else "ok"
+        if mode == "slow":
+            server.stop.wait(5)
+            mode = "ok"
+        if mode == "garbage":
+            return 200, "text/html", b"<html>maintenance</html>"
+        if mode == "ok":
+            text = request["messages"][0]["content"] if "messages" in request else ""
+            return json_reply(chat_completion(str(1 + len(text) % 9), model="judge"))
+        status = {"overloaded": 503, "refuse": 400}[mode]
+        return json_reply({"error": {"message": mode}}, status)
 
-        def log_message(self, *args):
-            pass
-
-    server = _Server(("127.0.0.1", 0), Handler)
-    server.mode, server.fail_first, server.hits = "ok", 10**9, 0
-    server.lock, server.stop = threading.Lock(), threading.Event()
-    server.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.stop.set()
-    server.shutdown()
-    server.server_close()
+    with stub_server(respond, mode="ok", fail_first=10**9) as server:
+        yield server
 
 
 def closed_port_url() -> str:

@@ -16,9 +16,7 @@ import logging
 import os
 import re
 import shutil
-import threading
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -42,6 +40,7 @@ from reward.base import RewardError
 from reward.composite import WeightedSum
 from reward.llm_judge import LLMJudgeReward
 from reward.openai_client import ChatClient
+from tests.http_stub import json_reply, stub_server
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("iro", "reward", "valuefn", "tasks", "flows")
@@ -219,36 +218,16 @@ def test_cli_names_cannot_leave_the_store(tmp_path, capsys):
 def stub():
     """An OpenAI-compatible stub whose every answer quotes the request's Authorization header."""
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers["Content-Length"]))
-            auth = self.headers["Authorization"]
-            kind = server.answer
-            if kind == "garbage":  # a proxy's HTML page
-                status, ctype, data = 200, "text/html", f"<html>{auth}</html>".encode()
-            elif kind == "no-choices":
-                status, ctype, data = 200, "application/json", json.dumps({"auth": auth}).encode()
-            else:
-                body = {"error": {"message": f"refused: {auth}"}}
-                status, ctype, data = kind, "application/json", json.dumps(body).encode()
-            server.hits += 1
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+    def respond(handler, request):
+        auth, kind = handler.headers["Authorization"], handler.server.answer
+        if kind == "garbage":  # a proxy's HTML page
+            return 200, "text/html", f"<html>{auth}</html>".encode()
+        if kind == "no-choices":
+            return json_reply({"auth": auth})
+        return json_reply({"error": {"message": f"refused: {auth}"}}, kind)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.hits, server.answer = 0, 500
-    server.url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with stub_server(respond, answer=500) as server:
+        yield server
 
 
 def everything_said(err: BaseException) -> str:
