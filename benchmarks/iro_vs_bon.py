@@ -50,6 +50,7 @@ log = logging.getLogger("benchmarks.iro_vs_bon")
 RESULTS = Path(__file__).parent / "results"
 BON_US = (4, 8, 16)
 EVAL_SEED_BASE = 7919
+QUALITY_CANDIDATES = 4  # value quality is measured on each prompt's first 4 draws (6 pairs)
 PRIOR_GUIDED = "reward-guided"  # IRO's search ranked by the reward of the prefix, no value model
 
 SIZES: dict[str, dict[str, Any]] = {
@@ -262,7 +263,13 @@ def markdown(result: dict[str, Any]) -> str:
         "",
         f"{result['prompts']} held-out prompts, decoding seeds {result['seeds']}, value models "
         f"trained once (seed {result['train_seed']}); {result['seconds']:.0f} s in all. "
-        "Intervals: 95% paired bootstrap over prompts, each prompt's outcome averaged over seeds.",
+        "Intervals: 95% paired bootstrap over prompts, each prompt's outcome averaged over seeds."
+        + (
+            ""
+            if result.get("complete", True)
+            else " **Partial: the run stopped before its "
+            "last seeds; these are the seeds it finished.**"
+        ),
         "",
         "| method | U | win rate vs reference | 95% interval | mean reward | 95% interval |",
         "| --- | --- | --- | --- | --- | --- |",
@@ -285,7 +292,8 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Value quality on held-out plain samples (pairwise accuracy: share of a prompt's "
+        "Value quality on held-out plain samples, each prompt's first 4 draws (pairwise "
+        "accuracy: share of a prompt's "
         "candidate pairs that V at the prefix orders as the final reward does; 0.5 = chance):",
         "",
         "| iteration | value | prefix tokens | pairwise accuracy | Spearman | RMSE | RMSE of a constant |",
@@ -350,7 +358,45 @@ def run(
             for p, r in rewards.items()
         )
 
-    for seed in spec["seeds"]:
+    stem = (
+        out_dir / f"iro_vs_bon-{size}"
+        if split == "test"
+        else out_dir / f"iro_vs_bon-{size}-{split}"
+    )
+
+    def write(seeds_done: list[int]) -> dict[str, Any]:
+        """The results so far: rewritten after every seed, so a stopped run keeps what it did."""
+        methods, differences = summarise(pd.DataFrame(long_rows), reference)
+        methods.sort(
+            key=lambda m: (
+                m["method"].startswith(("iro", PRIOR_GUIDED)),
+                m["method"] == "args",
+                m["u"],
+            )
+        )
+        result = {
+            "size": size,
+            "split": split,
+            "config": cfg.model_dump(mode="json"),
+            "prompts": len(prompts),
+            "seeds": seeds_done,
+            "complete": seeds_done == list(spec["seeds"]),
+            "train_seed": cfg.seed,
+            "training": training,
+            "methods": methods,
+            "differences": differences,
+            "value_quality": quality,
+            "reference_mean_reward": float(reference.mean()),
+            "timings_s": {k: round(v, 1) for k, v in timings.items()},
+            "seconds": time.time() - started,
+        }
+        out_dir.mkdir(parents=True, exist_ok=True)
+        result["plots"] = plot(methods, stem)
+        atomic_write_json(stem.with_suffix(".json"), result)
+        atomic_write_text(stem.with_suffix(".md"), markdown(result))
+        return result
+
+    for index, seed in enumerate(spec["seeds"]):
         eval_seed = EVAL_SEED_BASE + 1000 * seed
         t0 = time.time()
         pool = sample_pool(cfg, prompts, eval_seed)
@@ -358,7 +404,7 @@ def run(
             add(method, u, seed, rewards)
         timings[f"seed{seed}-samples"] = time.time() - t0
         if seed == spec["seeds"][0]:
-            quality = value_quality(cfg, values, pool)
+            quality = value_quality(cfg, values, pool[pool["candidate"] < QUALITY_CANDIDATES])
         for k in range(1, len(values) + 1):
             t0 = time.time()
             u = cfg.search.budget_u
@@ -389,35 +435,8 @@ def run(
             add("args", 1, seed, decoded_rewards(cfg, subset, "args", [], eval_seed))
             timings[f"seed{seed}-args"] = time.time() - t0
         log.info("seed %d done after %.0f s", seed, time.time() - started)
+        result = write(list(spec["seeds"][: index + 1]))
 
-    methods, differences = summarise(pd.DataFrame(long_rows), reference)
-    methods.sort(
-        key=lambda m: (m["method"].startswith(("iro", PRIOR_GUIDED)), m["method"] == "args", m["u"])
-    )
-    stem = (
-        out_dir / f"iro_vs_bon-{size}"
-        if split == "test"
-        else out_dir / f"iro_vs_bon-{size}-{split}"
-    )
-    result = {
-        "size": size,
-        "split": split,
-        "config": cfg.model_dump(mode="json"),
-        "prompts": len(prompts),
-        "seeds": list(spec["seeds"]),
-        "train_seed": cfg.seed,
-        "training": training,
-        "methods": methods,
-        "differences": differences,
-        "value_quality": quality,
-        "reference_mean_reward": float(reference.mean()),
-        "timings_s": {k: round(v, 1) for k, v in timings.items()},
-        "seconds": time.time() - started,
-    }
-    out_dir.mkdir(parents=True, exist_ok=True)
-    result["plots"] = plot(methods, stem)
-    atomic_write_json(stem.with_suffix(".json"), result)
-    atomic_write_text(stem.with_suffix(".md"), markdown(result))
     return result
 
 

@@ -44,3 +44,15 @@ def test_summary_pairs_methods_on_the_same_prompts_and_averages_seeds():
     assert vs_bon4["win_rate_difference"] == pytest.approx(0.5) and vs_bon4["supported"]
     vs_bon16 = next(d for d in differences if (d["a"], d["b"]) == ("iro-iter1", "bon-16"))
     assert vs_bon16["win_rate_difference"] == pytest.approx(-0.5) and vs_bon16["supported"]
+
+
+def test_a_partial_run_says_so_and_a_complete_one_does_not():
+    result = {
+        "size": "quick", "split": "test", "prompts": 2, "seeds": [0], "train_seed": 0,
+        "seconds": 1.0, "methods": [], "differences": [], "value_quality": [], "training": [],
+        "plots": [],
+    }  # fmt: skip
+    assert "Partial" not in bench.markdown({**result, "complete": True})
+    assert "Partial: the run stopped before its last seeds" in bench.markdown(
+        {**result, "complete": False}
+    )
