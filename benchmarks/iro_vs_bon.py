@@ -44,6 +44,7 @@ from iro.pipeline.runner import VALUE_DIR, Pipeline
 from iro.pipeline.scoring import best_per_prompt, build_run_reward, score_table
 from iro.reports.stats import paired_bootstrap, win_outcomes
 from valuefn.diagnostics import prefix_quality
+from valuefn.scoring import Prior, ValueEnsemble
 from valuefn.search import SearchSettings
 
 log = logging.getLogger("benchmarks.iro_vs_bon")
@@ -127,6 +128,19 @@ def decoded_rewards(cfg: RunConfig, prompts, method: str, value_dirs, seed: int)
     return outputs.set_index("prompt_id")["reward"]
 
 
+def _memoised(prior: Prior) -> Prior:
+    """The prior, scored once per set of (prompt, prefix) texts."""
+    seen: dict[int, np.ndarray] = {}
+
+    def cached(prompts, texts):
+        key = hash((tuple(prompts), tuple(texts)))
+        if key not in seen:
+            seen[key] = np.asarray(prior(prompts, texts))
+        return seen[key]
+
+    return cached
+
+
 def value_quality(cfg: RunConfig, values: list[Artifact], pool: pd.DataFrame) -> list[dict]:
     """V_k alone and the guidance sum over V_1..V_k, on held-out plain samples.
 
@@ -136,7 +150,9 @@ def value_quality(cfg: RunConfig, values: list[Artifact], pool: pd.DataFrame) ->
     advantage = pool["reward"] - pool.groupby("prompt_id")["reward"].transform("mean")
     targets = advantage if cfg.value.target == "advantage" else pool["reward"]
     task_prompts = dict(zip(pool["prompt_text"], pool["prompt"], strict=True))
-    ensemble = build_value_ensemble(cfg, [v.file(VALUE_DIR) for v in values], task_prompts)
+    prior = _memoised(reward_prior(cfg, task_prompts))  # every member reads the same prefixes
+    loaded = build_value_ensemble(cfg, [v.file(VALUE_DIR) for v in values], task_prompts)
+    ensemble = ValueEnsemble(loaded.members, loaded.max_length, loaded.batch_size, prior)
     cache: dict[tuple[int, int], np.ndarray] = {}
 
     def member(i: int):
@@ -153,7 +169,6 @@ def value_quality(cfg: RunConfig, values: list[Artifact], pool: pd.DataFrame) ->
         head = ensemble.with_members(ensemble.members[:k])
         return lambda p, t, e: head.combine([member(i)(p, t, e) for i in range(k)])
 
-    prior = reward_prior(cfg, task_prompts)
     rows = []
     for k in range(0, len(values) + 1):
         if k == 0:  # the reward read on the prefix: what the residual value models start from
