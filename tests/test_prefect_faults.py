@@ -167,6 +167,16 @@ def test_two_triggers_of_one_iteration_end_with_one_set_of_artifacts(
             )
             print(f"two concurrent flow runs: {time.monotonic() - started:.1f} s")
             flow_runs = {r.id: r for r in runs()}
+
+            def every_stage_logged() -> bool:
+                # a run's last log lines reach the server after its final state (batched)
+                return all(
+                    f"building {s} artifact" in text or f"reusing {s} artifact" in text
+                    for text in logs()
+                    for s in STAGES
+                )
+
+            wait_until("every stage's log line on the server", every_stage_logged, 60, explain)
             texts = dict(zip(ids, logs(), strict=True))
     finally:
         if not released:
