@@ -41,6 +41,8 @@ SPECIAL = {
     "report.max_prompts": 3,
     "report.judge.base_url": "http://judge/v1",
     "report.judge.api_key_secret": "judge-key",
+    "ivl.response_field": "demonstration",
+    "ivl.train_base": "embedded:other",
 }
 
 

@@ -273,6 +273,24 @@ class ValueTrainingConfig(BaseModel):
     gradient_accumulation_steps: int = Field(1, ge=1)
 
 
+class TDConfig(Section):
+    """VAS's value targets: TD(lambda) returns bootstrapped from a target network.
+
+    With the reward R at the last token and none before, the lambda-return of state t is
+    G_t = gamma * ((1 - lambda) * V_target(t+1) + lambda * G_{t+1}), G at the final state = R;
+    lambda = 1 is Monte-Carlo (gamma = 1: R everywhere), lambda = 0 one-step bootstrapping.
+    """
+
+    trace_decay: float = Field(0.95, ge=0, le=1, description="lambda")
+    discount: float = Field(1.0, gt=0, le=1, description="gamma, per token")
+    target_updates: int = Field(
+        2,
+        ge=1,
+        description="training runs in this many rounds; each round's targets are computed with "
+        "the value model as it stood at the round's start (the target network, hard update)",
+    )
+
+
 class ValueModelConfig(Section):
     backbone: str = Field(EMBEDDED_MODEL, description="causal LM whose trunk reads the text")
     num_layers: int | None = Field(4, ge=1, description="keep only the first N layers; null = all")
@@ -280,10 +298,18 @@ class ValueModelConfig(Section):
         1.0, description="V_i enters the search as V_i / beta_i; a list gives beta_i per iteration"
     )
     max_length: int = Field(512, ge=16)
-    target: Literal["reward", "advantage"] = Field(
+    target: Literal["reward", "advantage", "td_lambda"] = Field(
         "advantage",
-        description="regress to the reward, or to the reward minus its prompt's mean over all "
-        "scored candidates (the search only compares candidates of one prompt)",
+        description="reward: the Monte-Carlo return (the final reward at every state); "
+        "advantage: the reward minus its prompt's mean over all scored candidates (the search "
+        "only compares candidates of one prompt); td_lambda: VAS's lambda-returns (value.td)",
+    )
+    td: TDConfig = Field(default_factory=TDConfig)
+    head: Literal["scalar", "vocabulary"] = Field(
+        "scalar",
+        description="scalar: V read at every position; vocabulary: one output per token, so one "
+        "forward pass at state s gives V(s + a) for every next token a (fast token-level "
+        "guidance: vas reads its top-k from one pass instead of k)",
     )
     prior: Literal["none", "reward"] = Field(
         "none",
@@ -306,6 +332,15 @@ class ValueModelConfig(Section):
     score_batch_size: int = Field(16, ge=1)
 
     @model_validator(mode="after")
+    def _td_targets_are_whole_values(self) -> ValueModelConfig:
+        if self.target == "td_lambda" and self.prior != "none":
+            raise ValueError(
+                "value.target td_lambda bootstraps whole values from a target network; it does "
+                "not train a residual on a prior: set value.prior: none (or target: reward)"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _positive_betas(self) -> ValueModelConfig:
         betas = self.beta if isinstance(self.beta, list) else [self.beta]
         if not betas or not all(b > 0 for b in betas):  # NaN is not > 0 either
@@ -323,6 +358,35 @@ class ValueModelConfig(Section):
                 f"value.beta lists {len(self.beta)} betas but {count} value models guide"
             )
         return self.beta[:count]
+
+
+class IVLConfig(Section):
+    """Inverse Value Learning: a small causal LM whose output is added to the frozen base's
+    logits, log pi(a|s) = log softmax(base(s) + delta(s))[a], learned from demonstrations."""
+
+    backbone: str = Field(EMBEDDED_MODEL, description="the residual network's initial weights")
+    num_layers: int | None = Field(4, ge=1, description="keep only the first N layers")
+    connection: Literal["logits", "log_probs"] = Field(
+        "logits",
+        description="logits: delta is added to the base's logits; log_probs: delta is a "
+        "normalised log-distribution added to the base's log-probabilities",
+    )
+    norm_penalty: float = Field(
+        0.01, ge=0, description="weight of mean(delta^2): keeps the residual small, for transfer"
+    )
+    demonstrations: int = Field(512, ge=1, description="training-split prompts with a response")
+    response_field: str | None = Field(
+        None, description="the dataset's demonstration column; null: data.reference_field"
+    )
+    train_base: str | None = Field(
+        None,
+        description="the frozen base the residual is trained against; null: policy.model. "
+        "Decoding always adds it to policy.model (transfer when the two differ)",
+    )
+    max_length: int = Field(512, ge=16)
+    training: ValueTrainingConfig = Field(
+        default_factory=lambda: ValueTrainingConfig(learning_rate=5e-5, num_train_epochs=1)
+    )
 
 
 class EvalConfig(Section):
@@ -385,6 +449,7 @@ class RunConfig(Section):
     search: SearchConfig = Field(default_factory=SearchConfig)
     reweight: ReweightConfig = Field(default_factory=ReweightConfig)
     value: ValueModelConfig = Field(default_factory=ValueModelConfig)
+    ivl: IVLConfig = Field(default_factory=IVLConfig)
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)

@@ -64,6 +64,8 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
         "value.num_layers",
         "value.max_length",
         "value.target",
+        "value.td",
+        "value.head",
         "value.pack_candidates",
         "value.prior",
         "value.prior_stride",
@@ -80,6 +82,8 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
         )
         for name, method in METHODS.items()
     },
+    # the IVL residual: demonstrations from the training split, the base it is trained against
+    "ivl": (*PROMPTS, "data.train_split", "ivl"),
     "report": (
         "report.baseline",
         "report.methods",
