@@ -1,7 +1,8 @@
 """The deployments `iro serve` registers and serves (prefect.yaml describes the same for workers).
 
-- `iro-iteration/default`, `iro-pipeline/default`, `iro-baselines/default`: triggered by hand from
-  the UI or `prefect deployment run`; their default `config` is the one `iro serve` was given.
+- `iro-iteration/default`, `iro-pipeline/default`, `iro-baselines/default`, `vas/default`:
+  triggered by hand from the UI or `prefect deployment run`; their default `config` is the one
+  `iro serve` was given.
 - `winrate-report/daily`: the report flow (flows/report.py) on a cron schedule, optionally paused.
 
 No deployment has a concurrency limit: different runs proceed in parallel, and work on the same
@@ -18,6 +19,7 @@ from flows.baselines import iro_baselines
 from flows.iteration import iro_iteration
 from flows.pipeline import iro_pipeline
 from flows.report import report_deployment
+from flows.vas import vas_pipeline
 
 DEPLOYMENT_NAME = "default"
 
@@ -34,7 +36,7 @@ def build_deployments(
             # import by module name: works wherever the project is installed, whatever the cwd
             entrypoint_type=EntrypointType.MODULE_PATH,
         )
-        for flow in (iro_iteration, iro_pipeline, iro_baselines)
+        for flow in (iro_iteration, iro_pipeline, iro_baselines, vas_pipeline)
     ]
     report = report_deployment(report_cron)
     report.paused = pause_report

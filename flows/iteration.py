@@ -17,7 +17,7 @@ from flows.params import (
 )
 from iro.base.compat import check_run_inputs
 from iro.pipeline.evaluation import eval_row
-from iro.pipeline.methods import method_label
+from iro.pipeline.methods import guided_method, method_label
 from iro.pipeline.runner import Pipeline
 from tasks.stages import evaluate_task, reweight_task, rollout_task, score_task, train_value_task
 
@@ -74,13 +74,15 @@ def _iteration(pipeline: Pipeline, iteration: int) -> dict[str, Any]:
             "base_model": cfg.policy.model,
             "value_models": [str(v.file("value_model")) for v in [*values, value]],
             "betas": cfg.value.betas(len(values) + 1),
+            "method": guided_method(cfg),
             "search": cfg.search.model_dump(),
             "sampling": cfg.sampling.model_dump(),
         },
     }
     if cfg.eval.enabled:
-        label = method_label("iro", cfg, iteration)
-        evaluation = evaluate_task(pipeline, "iro", [*values, value], label)
+        method = guided_method(cfg)
+        label = method_label(method, cfg, iteration)
+        evaluation = evaluate_task(pipeline, method, [*values, value], label)
         summary["evaluation"] = eval_row(label, evaluation).__dict__
     path = pipeline.store.record_run_step(cfg.run_name, f"iteration-{iteration}", summary)
     logger.info("iteration %d of run %s done; manifest at %s", iteration, cfg.run_name, path)

@@ -60,11 +60,12 @@ def generate(
     progress: Progress | None = None,
     guided: bool = True,
     prior_only: bool = False,
+    betas: Sequence[float] | None = None,
 ) -> pd.DataFrame:
     """Run the search for every prompt; one row per final candidate.
 
-    `guided`: rank beams by sum_i V_i / beta_i over `value_dirs` (plus the implicit reward when
-    configured); unguided searches (plain samples, best-of-N) score nothing. `prior_only`: rank
+    `guided`: rank beams by sum_i V_i / beta_i over `value_dirs` (`betas`, default value.beta;
+    plus the implicit reward when configured); unguided searches (plain samples, best-of-N) score nothing. `prior_only`: rank
     by the reward of the partial responses alone, the value with no learned residual (the
     benchmark's ablation of what value learning adds).
     """
@@ -84,7 +85,7 @@ def generate(
     with out_of_memory(STAGE, memory_knobs(cfg)):  # vLLM reserves its KV cache as it starts
         engine = get_engine(cfg.policy, cfg.cache_dir, cfg.seed)
     task_prompts = dict(zip(prompt_texts, prompts["prompt"], strict=True))
-    scorer = build_scorer(cfg, value_dirs, task_prompts) if guided else None
+    scorer = build_scorer(cfg, value_dirs, task_prompts, betas) if guided else None
     if prior_only:
         prior = reward_prior(cfg, task_prompts)
         scorer = lambda texts, responses, ended: prior(texts, responses)  # noqa: E731

@@ -45,6 +45,13 @@ def sampling_settings(cfg: RunConfig) -> SamplingSettings:
     return SamplingSettings(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
 
 
+def guided_method(cfg: RunConfig) -> str:
+    """The value-guided method of a run's aligned policy, the one each iteration is evaluated
+    with: decode.mode where it reads value models (iro, or vas for a VAS run), else iro."""
+    mode = cfg.decode.mode
+    return mode if get_method(mode).uses_values else "iro"
+
+
 def method_label(method: str, cfg: RunConfig, iteration: int | None = None) -> str:
     """The name a method's results carry in tables and reports: base, bon-4, iro-iter2, args."""
     if method == "bon":

@@ -1,0 +1,50 @@
+"""Value Augmented Sampling as a run: the IRO pipeline with VAS's choices (docs/method.md).
+
+VAS learns one value function from samples of the frozen model, with TD(lambda) targets and a
+target network, and decodes token by token, shifting the policy's top-k logits by beta * V. Here
+that is one iteration of the same stages (rollout from pi_base, reward, reweight, value training)
+with those settings, evaluated with the `vas` method: the same artifacts, run records, evaluation
+table and reports as an IRO run, under the run name `<config run_name>-vas` by default.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from flows.params import DEFAULT_CONFIG, ConfigPath, Overrides, RunName, flow_run_namer, run_config
+from flows.pipeline import iro_pipeline
+
+# What makes a run VAS; a user's overrides still win (two iterations give iterated VAS).
+VAS_SETTINGS: dict[str, Any] = {
+    "iterations": 1,
+    "decode.mode": "vas",
+    "value.target": "td_lambda",
+    "value.prior": "none",  # VAS's value is the whole value, read token by token
+}
+
+
+def vas_run_name(config: str, run_name: str | None, overrides: dict[str, Any] | None) -> str:
+    """`run_name` if given, else the config's run name with `-vas` (not to mix with its IRO run)."""
+    return run_name or f"{run_config(config, None, overrides).run_name}-vas"
+
+
+@flow(name="vas", flow_run_name=flow_run_namer("vas"))
+def vas_pipeline(
+    config: ConfigPath = DEFAULT_CONFIG,
+    run_name: RunName = None,
+    overrides: Overrides = None,
+) -> dict[str, Any]:
+    """Train a VAS value model on samples of the frozen policy and evaluate VAS decoding next to
+    the baselines.
+
+    Args:
+        config: YAML run config; a relative path is read from the serving process's directory.
+        run_name: names the run; empty: the config's run_name followed by -vas.
+        overrides: dotted config keys to override on top of VAS's settings, e.g.
+            {"value.td.trace_decay": 0.9, "decode.guidance_beta": 2.0}.
+    """
+    merged = {**VAS_SETTINGS, **(overrides or {})}
+    name = vas_run_name(config, run_name, merged)
+    return iro_pipeline(config=config, run_name=name, overrides=merged)
