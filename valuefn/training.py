@@ -2,7 +2,8 @@
 
 With a prior (the run's reward read on the prefix, `prior_values` at `prior_states`), the network
 regresses the residual r(x, y) - prior(x, y<t) at those states only: the states where the prior is
-known.
+known. With `state_targets` (TD(lambda)-returns, `valuefn.td`), each state regresses to its own
+target instead of r(x, y).
 
 Built on TRL's trainer machinery: `ValueTrainingArguments` extends TRL's `RewardConfig` (its
 defaults: dropout disabled, no external loggers, `max_length`), and `ValueTrainer` is a
@@ -42,11 +43,36 @@ COLUMNS = ("prompt", "responses", "ended", "targets", "weights")
 # Optional, per response: the states t (response tokens read) where a prior is known, and its
 # values there. Without them (or with empty lists) every state regresses to the target.
 PRIOR_COLUMNS = ("prior_states", "prior_values")
+# Optional, per response: its own target at every state t = 0..T (T = its tokens, EOS included),
+# regressed to instead of `targets` (which stays the response's reward). Not with a prior.
+STATE_TARGETS = "state_targets"
 
 
-def _priors(row: dict[str, Any]) -> tuple[list[list[int]], list[list[float]]]:
-    empty = [[] for _ in row["responses"]]
-    return row.get("prior_states") or empty, row.get("prior_values") or empty
+def _per_response(row: dict[str, Any], column: str) -> list[list[Any]]:
+    return row.get(column) or [[] for _ in row["responses"]]
+
+
+def _regression(
+    row: dict[str, Any], j: int, length: int | None = None
+) -> tuple[list[int] | None, list[float]]:
+    """Response j's states that regress (None: all of them) and its target at each (one value
+    for all when the states are None); `length`: its tokens, to check per-state targets against.
+    """
+    per_state = _per_response(row, STATE_TARGETS)[j]
+    states, priors = (_per_response(row, c)[j] for c in PRIOR_COLUMNS)
+    if per_state and states:
+        raise ValueError("a response has both per-state targets and a prior")
+    if per_state:
+        if length is not None and len(per_state) != length + 1:
+            raise ValueError(
+                f"{len(per_state)} per-state targets for a response of {length} tokens "
+                f"(states 0..{length})"
+            )
+        return list(range(len(per_state))), list(per_state)
+    target = float(row["targets"][j])
+    if states:
+        return list(states), [target - p for p in priors]
+    return None, [target]
 
 
 # the trainer's checkpoint directories inside its output_dir; it writes trainer_state.json last
@@ -115,19 +141,13 @@ class ValueCollator:
         targets = torch.zeros((len(rows), width, input_ids.shape[1]))
         weights = torch.zeros((len(rows), width))
         for b, (row, g) in enumerate(zip(rows, groups, strict=True)):
-            start = len(g.prompt_ids) - 1  # state y<0 (empty response): the last prompt token
-            all_states, all_priors = _priors(row)
+            empty = len(g.prompt_ids) - 1  # every response's state 0: the last prompt token
+            start = empty  # state t > 0 of response j, after its t-th token: at start + t
             for j, response in enumerate(g.response_ids):
-                target = float(row["targets"][j])
-                states, priors = all_states[j], all_priors[j]
-                if states:  # state t of response j: after its t-th token
-                    index = torch.tensor([start + t for t in states])
-                    value_mask[b, j, index] = True
-                    targets[b, j, index] = target - torch.tensor(priors, dtype=torch.float32)
-                else:
-                    value_mask[b, j] = segment[b] == j
-                    value_mask[b, j, len(g.prompt_ids) - 1] = True
-                    targets[b, j] = target
+                states, values = _regression(row, j, len(response))
+                index = [start + t if t else empty for t in states or range(len(response) + 1)]
+                value_mask[b, j, index] = True
+                targets[b, j, index] = torch.tensor(values, dtype=torch.float32)
                 start += len(response)
             weights[b, : len(g.response_ids)] = torch.tensor(row["weights"], dtype=torch.float32)
         return {
@@ -175,17 +195,41 @@ class ValueTrainer(Trainer):
 
 
 def regression_targets(rows: datasets.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """What the network regresses to, with weights: per response its target, or with a prior
-    the residuals target - prior at its states."""
+    """What the network regresses to, with weights as the loss counts them: per response its
+    target, or its per-state targets, or with a prior the residuals target - prior at its states;
+    a response's weight is shared by its values."""
     targets, weights = [], []
     for row in rows:
-        for target, weight, priors in zip(
-            row["targets"], row["weights"], _priors(row)[1], strict=True
-        ):
-            residuals = [target - p for p in priors] if priors else [target]
-            targets += residuals
-            weights += [weight / len(residuals)] * len(residuals)
+        for j, weight in enumerate(row["weights"]):
+            values = _regression(row, j)[1]
+            targets += values
+            weights += [weight / len(values)] * len(values)
     return np.asarray(targets, dtype=float), np.asarray(weights, dtype=float)
+
+
+@torch.no_grad()
+def state_values(
+    model: TokenValueModel, collator: ValueCollator, rows: datasets.Dataset, batch_size: int
+) -> list[list[np.ndarray]]:
+    """V at every state 0..T of every response, per row (the model is left in eval mode).
+
+    Read from the training batches themselves, so each value is the one the network is trained
+    on at that state (same encoding, packing and truncation).
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    plain = [{c: row[c] for c in COLUMNS} for row in rows]  # every state, whatever the row holds
+    found: list[list[np.ndarray]] = []
+    for start in range(0, len(plain), batch_size):
+        chunk = plain[start : start + batch_size]
+        batch = {k: v.to(device) for k, v in collator(chunk).items()}
+        values = model(batch["input_ids"], batch["attention_mask"], batch["position_ids"]).cpu()
+        mask = batch["value_mask"].cpu()
+        found += [
+            [values[b][mask[b, j]].numpy() for j in range(len(row["responses"]))]
+            for b, row in enumerate(chunk)
+        ]
+    return found
 
 
 def standardise_targets(model: TokenValueModel, rows: datasets.Dataset) -> None:
@@ -261,7 +305,7 @@ def train_value_model(
     if bad:
         raise ValueError(f"non-finite reward in value training row {bad[0]}")
     if not np.isfinite(regression_targets(rows)[0]).all():
-        raise ValueError("non-finite prior value in the value training rows")
+        raise ValueError("non-finite prior value or per-state target in the value training rows")
     standardise_targets(model, rows)
     trainer = ValueTrainer(
         model=model,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -15,9 +16,20 @@ import torch
 
 from iro.base.config import ConfigError, RunConfig
 from iro.base.errors import out_of_memory
+from iro.base.fsutil import atomic_write_json
 from iro.base.models import resolve_model
 from iro.pipeline.scoring import build_run_reward
-from valuefn.training import COLUMNS, PRIOR_COLUMNS, ValueTrainingArguments, train_value_model
+from valuefn.model import TokenValueModel
+from valuefn.td import lambda_returns
+from valuefn.training import (
+    COLUMNS,
+    PRIOR_COLUMNS,
+    STATE_TARGETS,
+    ValueCollator,
+    ValueTrainingArguments,
+    state_values,
+    train_value_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +71,8 @@ def value_rows(
     pack: bool,
     priors: tuple[list[list[int]], list[list[float]]] | None = None,
 ) -> datasets.Dataset:
-    """Training rows: a prompt and its candidates, with the reward or advantage each regresses to.
+    """Training rows: a prompt and its candidates, with the reward or advantage each regresses to
+    (td_lambda: the reward, from which `td_rows` computes the per-state targets).
 
     `pack`: one row per prompt holding all its candidates (the prompt is read once per row);
     otherwise one row per candidate, as the reweighted table has them. `priors`: per candidate,
@@ -151,6 +164,86 @@ def memory_knobs(cfg: RunConfig) -> dict[str, tuple[object, str]]:
     }
 
 
+def td_rows(
+    rows: datasets.Dataset, values: list[list[np.ndarray]], trace_decay: float, discount: float
+) -> datasets.Dataset:
+    """`rows` with `state_targets`: each response's lambda-returns from the target network's
+    `values` at its states (`state_values`) and its reward (`targets`) at the end."""
+    returns = [
+        [
+            lambda_returns(v, reward, trace_decay, discount).tolist()
+            for v, reward in zip(row_values, rewards, strict=True)
+        ]
+        for row_values, rewards in zip(values, rows["targets"], strict=True)
+    ]
+    return rows.add_column(STATE_TARGETS, returns)
+
+
+# A round's subdirectory of the work directory holds its trainer checkpoints, then its trained
+# weights, then (written atomically, last) its marker: the round's metrics.
+ROUND_MODEL = "model"
+ROUND_DONE = "round.json"
+
+
+def round_dir(work_dir: Path, r: int) -> Path:
+    return work_dir / f"round-{r}"
+
+
+def finished_rounds(work_dir: Path, rounds: int) -> list[dict[str, float]]:
+    """The metrics of rounds 1, 2, ... finished in `work_dir`, up to the first without a marker."""
+    done = []
+    for r in range(1, rounds + 1):
+        marker = round_dir(work_dir, r) / ROUND_DONE
+        if not marker.is_file():
+            break
+        done.append(json.loads(marker.read_text()))
+    return done
+
+
+def train_td_rounds(
+    cfg: RunConfig,
+    model: TokenValueModel,
+    tokenizer,
+    rows: datasets.Dataset,
+    work_dir: Path,
+    trained: bool,
+) -> tuple[TokenValueModel, dict[str, float]]:
+    """Train on lambda-returns in `value.td.target_updates` rounds; returns the trained model.
+
+    Each round reads V_target at every state with the model as the round starts (the target
+    network, hard update), computes the lambda-returns and trains `value.training` on them.
+    Round 1's target network is the initial model when it is `trained` (V_{k-1}). A fresh head
+    is no value estimate: it gives about one constant at every state (0 before its targets are
+    standardised, their mean after), and bootstrapping a constant leaves only lambda^(T-t) of
+    the reward in G_t (gamma = 1; 0.95^50 < 8%), so the first rounds would mostly learn the
+    constant. Round 1 from a fresh model is therefore Monte-Carlo (lambda = 1, as VAS starts),
+    and the later rounds bootstrap from a model that already ranks responses.
+
+    A killed process resumes at the first round without its marker (`finished_rounds`), from the
+    previous round's saved weights, and within that round from its newest checkpoint.
+    """
+    td = cfg.value.td
+    done = finished_rounds(work_dir, td.target_updates)
+    if done:
+        model = TokenValueModel.load(round_dir(work_dir, len(done)) / ROUND_MODEL)
+        log.info("TD value training resumes after round %d of %d", len(done), td.target_updates)
+    resumed = len(done)
+    collator = ValueCollator(tokenizer, cfg.value.max_length)
+    batch_size = cfg.value.training.per_device_train_batch_size
+    for r in range(resumed + 1, td.target_updates + 1):
+        trace_decay = td.trace_decay if trained or r > 1 else 1.0
+        values = state_values(model, collator, rows, batch_size)
+        targets = td_rows(rows, values, trace_decay, td.discount)
+        directory = round_dir(work_dir, r)
+        args = training_arguments(cfg, directory)
+        metrics = train_value_model(model, tokenizer, targets, args, resume=True)
+        model.save(directory / ROUND_MODEL, tokenizer)
+        atomic_write_json(directory / ROUND_DONE, metrics)
+        done.append(metrics)
+    per_round = {f"round_{r}_{k}": m for r, ms in enumerate(done, 1) for k, m in ms.items()}
+    return model, {**done[-1], **per_round, "rounds_resumed": float(resumed)}
+
+
 def train_value(
     cfg: RunConfig, table: pd.DataFrame, init_dir: Path | None, out_dir: Path, work_dir: Path
 ) -> dict[str, float]:
@@ -158,22 +251,22 @@ def train_value(
 
     `work_dir` holds the trainer's checkpoints and must outlive a killed process (the store's
     per-artifact work directory, not the staging directory): training resumes from the newest
-    checkpoint found there. Those checkpoints include torch-pickled optimizer and RNG state, which
-    is acceptable only because this pipeline wrote them itself into its own store.
+    checkpoint found there (td_lambda: in the current round's subdirectory, `train_td_rounds`).
+    Those checkpoints include torch-pickled optimizer and RNG state, which is acceptable only
+    because this pipeline wrote them itself into its own store.
     """
     from transformers import AutoTokenizer
 
-    from valuefn.model import TokenValueModel
-
     v = cfg.value
-    args = training_arguments(cfg, work_dir)
     torch.manual_seed(cfg.seed)
     if init_dir is not None:
         model = TokenValueModel.load(init_dir)
         tokenizer = AutoTokenizer.from_pretrained(init_dir)
     else:
         backbone = resolve_model(v.backbone, cfg.cache_dir)
-        model = TokenValueModel.from_causal_lm(backbone, v.num_layers, cfg.policy.trust_remote_code)
+        model = TokenValueModel.from_causal_lm(
+            backbone, v.num_layers, cfg.policy.trust_remote_code, head=v.head
+        )
         tokenizer = AutoTokenizer.from_pretrained(backbone)
     priors = None
     model.prior = None if v.prior == "none" else v.prior
@@ -181,6 +274,11 @@ def train_value(
         priors = prefix_priors(table, tokenizer, build_run_reward(cfg).score, v.prior_stride)
     rows = value_rows(table, v.target, v.pack_candidates, priors)
     with out_of_memory("value training", memory_knobs(cfg)):
-        metrics = train_value_model(model, tokenizer, rows, args, resume=True)
+        if v.target == "td_lambda":
+            trained = init_dir is not None
+            model, metrics = train_td_rounds(cfg, model, tokenizer, rows, work_dir, trained)
+        else:
+            args = training_arguments(cfg, work_dir)
+            metrics = train_value_model(model, tokenizer, rows, args, resume=True)
     model.save(out_dir, tokenizer)
     return metrics
