@@ -1,4 +1,5 @@
-"""Speed of value-guided chunk-level search: vLLM vs transformers vs a reference-style loop.
+"""Speed of value-guided decoding: chunk-level search (vLLM vs transformers vs a reference-style
+loop) and token-level VAS (scalar vs vocabulary value head).
 
 All three run the same algorithm with the same settings (default: 32 held-out prompts of the demo
 task, w = k = 4, l = 8, 48 new tokens, one 4-layer value model on the embedded SmolLM2):
@@ -15,7 +16,16 @@ the algorithm asks for); value-scoring time is reported as a fraction of the wal
 to benchmarks/results/decode_speed.json. The reference loop takes ~50 s a prompt here, so
 `--reference-prompts 8` bounds the run; its rate does not depend on how many prompts it gets.
 
-    .venv/bin/python benchmarks/decode_speed.py [--prompts 32] [--engines vllm,hf,reference]
+"vas" (token-level value guidance, `valuefn.token_guidance`) decodes --vas-prompts prompts of
+--vas-tokens tokens each with top-k --vas-top-k, on transformers with a value model made from the
+policy (fresh heads: speed does not depend on the weights), three ways: a scalar head one prompt
+at a time (k one-token extensions per step), a scalar head on the whole batch (rows * k), and a
+vocabulary head on the whole batch (the candidates' values gathered from the state it holds: one
+value forward per step). Its throughput is response tokens per second; it is written under
+"token_guidance", keeping the file's other entries, with the load average as a contention record.
+
+    .venv/bin/python benchmarks/decode_speed.py [--prompts 32] [--engines vllm,hf,reference,vas]
+    .venv/bin/python benchmarks/decode_speed.py --engines vas    # token-level VAS only
 """
 
 from __future__ import annotations
@@ -40,8 +50,9 @@ from iro.base.fsutil import atomic_write_json
 from iro.base.models import resolve_model
 from valuefn.encoding import encode_pair
 from valuefn.model import TokenValueModel
-from valuefn.scoring import ValueEnsemble
+from valuefn.scoring import LoadedValue, ValueEnsemble
 from valuefn.search import Candidate, SearchSettings, guided_search, select_diversity_first
+from valuefn.token_guidance import GuidedPrompt, TokenGuidanceSettings, ValueShift, decode
 
 RESULTS = Path(__file__).parent / "results" / "decode_speed.json"
 
@@ -128,6 +139,92 @@ def reference_loop(
     return {"seconds": seconds, "sampled_tokens": sampled, "value_seconds": value_seconds}
 
 
+VAS_RUNS = (("scalar", 1), ("scalar", None), ("vocabulary", None))  # (head, batch: all if None)
+
+
+def vas_run(policy, tokenizer, prompts, value_model, settings, batch_size) -> dict:
+    """Token-level VAS on `prompts` with one value model, timed; tokens are response tokens."""
+    ensemble = ValueEnsemble([LoadedValue(value_model, tokenizer, 1.0)], max_length=512)
+    scorer = ValueShift(ensemble, beta=1.0, policy_tokenizer=tokenizer)
+    started = time.perf_counter()
+    outputs = decode(policy, tokenizer.eos_token_id, prompts, scorer, settings, batch_size)
+    seconds = time.perf_counter() - started
+    tokens = sum(len(response) + ended for response, ended in outputs)
+    return {"seconds": seconds, "tokens": tokens, "tokens_per_second": tokens / seconds}
+
+
+def token_guidance_speed(args, model_path: str, hf: HFEngine, texts, ids) -> dict:
+    """Scalar head per prompt and batched vs vocabulary head batched, same prompts and settings."""
+    n = args.vas_prompts
+    prompts = [GuidedPrompt(ids[j], texts[j], texts[j], seed=j) for j in range(n)]
+    settings = TokenGuidanceSettings(top_k=args.vas_top_k, max_new_tokens=args.vas_tokens)
+    load_before = os.getloadavg()[0]
+    results = {}
+    for head, batch_size in VAS_RUNS:
+        torch.manual_seed(0)
+        value_model = TokenValueModel.from_causal_lm(model_path, args.value_layers, head=head)
+        name = f"{head}_{'per_prompt' if batch_size == 1 else 'batched'}"
+        results[name] = vas_run(
+            hf.model, hf.tokenizer, prompts, value_model.eval(), settings, batch_size or n
+        )
+        print("vas", name, results[name], flush=True)
+    base = results["scalar_per_prompt"]["tokens_per_second"]
+    for r in results.values():
+        r["speedup_vs_scalar_per_prompt"] = r["tokens_per_second"] / base
+    return {
+        "benchmark": "token-level VAS throughput (response tokens per second)",
+        "settings": {
+            "prompts": n,
+            "max_new_tokens": args.vas_tokens,
+            "top_k": args.vas_top_k,
+            "value_layers": args.value_layers,
+            "beta": 1.0,
+            "value_heads": "fresh",
+            "policy_dtype": "float32",
+            "prompts_mean_tokens": float(np.mean([len(p.ids) for p in prompts])),
+        },
+        "machine": machine(),
+        "contention": {
+            "note": args.note,
+            "load_average_1m_before": load_before,
+            "load_average_1m_after": os.getloadavg()[0],
+        },
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "results": results,
+    }
+
+
+def machine() -> dict:
+    return {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__}
+
+
+def previous_report(path: Path) -> dict:
+    """The results file as it stands: a run rewrites only the parts it measured."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def chunk_report(args, ids, results: dict) -> dict:
+    """The chunk-level search entries of the results file."""
+    for r in results.values():
+        r["tokens_per_second"] = r["sampled_tokens"] / r["seconds"]
+        r["value_fraction"] = r["value_seconds"] / r["seconds"]
+    if "reference" in results:
+        ref = results["reference"]["tokens_per_second"]
+        for name in ("vllm", "hf"):
+            results[name]["speedup_vs_reference"] = results[name]["tokens_per_second"] / ref
+    return {
+        "benchmark": "value-guided chunk-level search throughput",
+        "settings": {
+            **vars(args),
+            "out": str(args.out),
+            "prompts_mean_tokens": float(np.mean([len(i) for i in ids])),
+        },
+        "machine": machine(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "results": results,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=32)
@@ -137,7 +234,16 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--value-layers", type=int, default=4)
     parser.add_argument("--kv-cache-gib", type=int, default=RunConfig().policy.cpu_kv_cache_gib)
-    parser.add_argument("--engines", default="vllm,hf,reference", help="comma-separated subset")
+    parser.add_argument(
+        "--engines", default="vllm,hf,reference,vas", help="comma-separated subset ('vas' alone: "
+        "token-level guidance only)",
+    )  # fmt: skip
+    parser.add_argument("--vas-prompts", type=int, default=8)
+    parser.add_argument("--vas-tokens", type=int, default=32)
+    parser.add_argument("--vas-top-k", type=int, default=10)
+    parser.add_argument(
+        "--note", default="", help="recorded with the token-level numbers (e.g. machine contention)"
+    )
     parser.add_argument(
         "--reference-prompts", type=int, default=None,
         help="run the reference loop on the first N prompts only (default: all); it handles one "
@@ -158,6 +264,9 @@ def main() -> None:
     hf = HFEngine(model_path, dtype="float32", trust_remote_code=False, batch_size=64)
     texts = render_prompts(hf.tokenizer, cfg.data, prompts["prompt"].tolist())
     ids = [hf.tokenizer(t, add_special_tokens=False).input_ids for t in texts]
+    report = previous_report(args.out)
+    if "vas" in engines:
+        report["token_guidance"] = token_guidance_speed(args, model_path, hf, texts, ids)
     with tempfile.TemporaryDirectory() as tmp:
         value_model.save(Path(tmp) / "v", hf.tokenizer)
 
@@ -186,30 +295,10 @@ def main() -> None:
             results["reference"]["prompts"] = n
             print("reference", results["reference"], flush=True)
 
-    for r in results.values():
-        r["tokens_per_second"] = r["sampled_tokens"] / r["seconds"]
-        r["value_fraction"] = r["value_seconds"] / r["seconds"]
-    if "reference" in results:
-        ref = results["reference"]["tokens_per_second"]
-        for name in ("vllm", "hf"):
-            results[name]["speedup_vs_reference"] = results[name]["tokens_per_second"] / ref
-    report = {
-        "benchmark": "value-guided chunk-level search throughput",
-        "settings": {
-            **vars(args),
-            "out": str(args.out),
-            "prompts_mean_tokens": float(np.mean([len(i) for i in ids])),
-        },
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "torch": torch.__version__,
-        },
-        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "results": results,
-    }
+    if results:
+        report.update(chunk_report(args, ids, results))
     atomic_write_json(args.out, report)
-    print(json.dumps(results, indent=2))
+    print(json.dumps(report.get("token_guidance", {}).get("results", {}) | results, indent=2))
     print(f"written to {args.out}")
 
 

@@ -1,7 +1,7 @@
 """The deployments `iro serve` registers and serves (prefect.yaml describes the same for workers).
 
-- `iro-iteration/default`, `iro-pipeline/default`, `iro-baselines/default`, `vas/default`:
-  triggered by hand from the UI or `prefect deployment run`; their default `config` is the one
+- `iro-iteration/default`, `iro-pipeline/default`, `iro-baselines/default`, `vas/default`,
+  `ivl/default`: triggered by hand from the UI or `prefect deployment run`; their default `config` is the one
   `iro serve` was given.
 - `winrate-report/daily`: the report flow (flows/report.py) on a cron schedule, optionally paused.
 
@@ -17,6 +17,7 @@ from prefect.types.entrypoint import EntrypointType
 
 from flows.baselines import iro_baselines
 from flows.iteration import iro_iteration
+from flows.ivl import ivl_pipeline
 from flows.pipeline import iro_pipeline
 from flows.report import report_deployment
 from flows.vas import vas_pipeline
@@ -36,7 +37,7 @@ def build_deployments(
             # import by module name: works wherever the project is installed, whatever the cwd
             entrypoint_type=EntrypointType.MODULE_PATH,
         )
-        for flow in (iro_iteration, iro_pipeline, iro_baselines, vas_pipeline)
+        for flow in (iro_iteration, iro_pipeline, iro_baselines, vas_pipeline, ivl_pipeline)
     ]
     report = report_deployment(report_cron)
     report.paused = pause_report

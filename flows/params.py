@@ -41,6 +41,14 @@ def run_config(config: str, run_name: str | None, overrides: dict[str, Any] | No
     return load_config(config, merged)
 
 
+def method_run_name(
+    config: str, run_name: str | None, overrides: dict[str, Any] | None, method: str
+) -> str:
+    """`run_name` if given, else the config's run name with `-<method>` (vas, ivl), so that a
+    method's run records do not mix with the IRO run of the same config."""
+    return run_name or f"{run_config(config, None, overrides).run_name}-{method}"
+
+
 def flow_run_namer(suffix: str) -> Callable[[], str]:
     """A `flow_run_name` callable: `<run name>-<suffix>`, the suffix formatted with the parameters.
 

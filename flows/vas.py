@@ -13,21 +13,16 @@ from typing import Any
 
 from prefect import flow
 
-from flows.params import DEFAULT_CONFIG, ConfigPath, Overrides, RunName, flow_run_namer, run_config
+from flows.params import (
+    DEFAULT_CONFIG,
+    ConfigPath,
+    Overrides,
+    RunName,
+    flow_run_namer,
+    method_run_name,
+)
 from flows.pipeline import iro_pipeline
-
-# What makes a run VAS; a user's overrides still win (two iterations give iterated VAS).
-VAS_SETTINGS: dict[str, Any] = {
-    "iterations": 1,
-    "decode.mode": "vas",
-    "value.target": "td_lambda",
-    "value.prior": "none",  # VAS's value is the whole value, read token by token
-}
-
-
-def vas_run_name(config: str, run_name: str | None, overrides: dict[str, Any] | None) -> str:
-    """`run_name` if given, else the config's run name with `-vas` (not to mix with its IRO run)."""
-    return run_name or f"{run_config(config, None, overrides).run_name}-vas"
+from iro.pipeline.methods import VAS_RUN_SETTINGS
 
 
 @flow(name="vas", flow_run_name=flow_run_namer("vas"))
@@ -45,6 +40,6 @@ def vas_pipeline(
         overrides: dotted config keys to override on top of VAS's settings, e.g.
             {"value.td.trace_decay": 0.9, "decode.guidance_beta": 2.0}.
     """
-    merged = {**VAS_SETTINGS, **(overrides or {})}
-    name = vas_run_name(config, run_name, merged)
+    merged = {**VAS_RUN_SETTINGS, **(overrides or {})}
+    name = method_run_name(config, run_name, merged, "vas")
     return iro_pipeline(config=config, run_name=name, overrides=merged)

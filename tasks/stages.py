@@ -68,3 +68,10 @@ def evaluate_task(pipeline: Pipeline, method: str, values: list[Artifact], label
     artifact = pipeline.evaluate(method, values, progress_reporter(run, "eval", label))
     publish_stage(run, ("eval", label), f"evaluation: {label}", artifact, artifact.table())
     return artifact
+
+
+@task(name="train-residual", cache_policy=NONE)
+def train_residual_task(pipeline: Pipeline) -> Artifact:
+    residual = pipeline.train_residual()
+    publish_stage(pipeline.cfg.run_name, ("ivl",), "IVL residual", residual, None)
+    return residual

@@ -37,6 +37,8 @@ def assert_resolved(written, resolved, where: str) -> None:
 def test_shipped_configs_load_with_the_values_they_write(path):
     cfg = load_config(path)
     assert_resolved(yaml.safe_load(path.read_text()), cfg.model_dump(), path.stem)
+    if path.stem.startswith("paper-"):  # the paper's settings: hub models and datasets
+        return
     assert (CONFIGS.parent / cfg.data.dataset).is_file()  # relative to the checkout
     assert cfg.policy.model == EMBEDDED_MODEL
 

@@ -11,6 +11,7 @@ from iro.base.config import parse_config
 from iro.base.methods import METHODS
 from iro.pipeline.decoder import decode
 from valuefn.model import TokenValueModel
+from valuefn.residual import ResidualValueNetwork
 
 
 @pytest.fixture(scope="module")
@@ -41,22 +42,24 @@ def tiny_run(tiny_lm, tiny_tokenizer, tmp_path_factory):
     summary = {
         "iteration": 1,
         "config": cfg.model_dump(),
-        "policy": {"value_models": [str(value_dir)]},
+        "policy": {"value_models": [str(value_dir)], "betas": [1.0]},
     }
     (run_dir / "iteration-1.json").write_text(json.dumps(summary))
+    ResidualValueNetwork.from_causal_lm(str(tiny_lm), 1).save(root / "residual", tiny_tokenizer)
     return root, cfg, value_dir
 
 
 @pytest.mark.parametrize("mode", list(METHODS))
 def test_every_mode_answers_every_prompt(tiny_run, mode):
-    _, cfg, value_dir = tiny_run
+    root, cfg, value_dir = tiny_run
+    guide = root / "residual" if METHODS[mode].uses_residual else value_dir
     prompts = pd.DataFrame(
         {"id": ["a", "b"], "prompt": ["the list of data", "a file"], "reference": None}
     )
-    out = decode(cfg, prompts, mode, [value_dir], seed=1)
+    out = decode(cfg, prompts, mode, [guide], seed=1)
     assert out["prompt_id"].tolist() == ["a", "b"]
     assert (out["num_tokens"] <= 6).all() and out["response"].map(type).eq(str).all()
-    again = decode(cfg, prompts, mode, [value_dir], seed=1)
+    again = decode(cfg, prompts, mode, [guide], seed=1)
     assert again["response"].tolist() == out["response"].tolist()  # seeded
 
 

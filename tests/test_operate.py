@@ -23,6 +23,7 @@ def test_deployments_have_typed_parameters_and_the_serve_config_as_default(monke
         ("iro-pipeline", "default"),
         ("iro-baselines", "default"),
         ("vas", "default"),
+        ("ivl", "default"),
         ("winrate-report", "daily"),
     ]
     assert all(d.parameters == {"config": "configs/demo.yaml"} for d in deployments[:-1])

@@ -115,10 +115,11 @@ def test_with_a_prior_only_its_states_are_trained_on_the_residual(tiny_tokenizer
     assert batch["targets"][0, 1, 6].item() == -0.5
 
 
-def test_a_packed_row_gives_each_response_the_values_it_has_alone(tiny_lm, tiny_tokenizer):
+@pytest.mark.parametrize("head", ["scalar", "vocabulary"])
+def test_a_packed_row_gives_each_response_the_values_it_has_alone(tiny_lm, tiny_tokenizer, head):
     import datasets
 
-    model = TokenValueModel.from_causal_lm(str(tiny_lm)).eval()
+    model = TokenValueModel.from_causal_lm(str(tiny_lm), head=head).eval()
     torch.nn.init.normal_(model.value_head.weight, std=1.0)
     prompt, responses, ended = (
         "the list of data",
@@ -229,17 +230,18 @@ def test_two_value_models_rank_as_v1_plus_half_v2(tiny_lm, tiny_tokenizer, tmp_p
     torch.testing.assert_close(torch.tensor(both), torch.tensor(one + two / 2))
 
 
-def test_incremental_scoring_matches_full_forward(tiny_lm, tiny_tokenizer, tmp_path):
+@pytest.mark.parametrize("head", ["scalar", "vocabulary"])
+def test_incremental_scoring_matches_full_forward(tiny_lm, tiny_tokenizer, tmp_path, head):
     torch.manual_seed(3)
-    model = TokenValueModel.from_causal_lm(str(tiny_lm))
+    model = TokenValueModel.from_causal_lm(str(tiny_lm), head=head)
     torch.nn.init.normal_(model.value_head.weight, std=1.0)
     model.save(tmp_path / "v", tiny_tokenizer)
-    prompts = ["the list of data", "the list of data", "a file", "the list of data"]
-    responses = ["returns a value", "", "one short sentence of the file", "the"]
-    ended = [True, False, True, False]
+    prompts = ["the list of data", "the list of data", "a file", "the list of data", "a"]
+    responses = ["returns a value", "", "one short sentence of the file", "the", ""]
+    ended = [True, False, True, False, False]
     roomy = ValueEnsemble.load([tmp_path / "v"], [1.0], max_length=64, batch_size=2)
     incremental = roomy.score(prompts, responses, ended)
-    assert len(roomy.members[0].prompts) == 2  # each prompt was read once
+    assert len(roomy.members[0].prompts) == 3  # each prompt was read once
     expected = []
     for p, r, e in zip(prompts, responses, ended, strict=True):
         ids = torch.tensor([encode_pair(tiny_tokenizer, p, r, e, 64).input_ids])

@@ -1,25 +1,32 @@
-"""A per-token value model: a causal-LM trunk with a scalar head read at every position.
+"""A per-token value model: a causal-LM trunk with a value head read at every position.
 
-V(x, y<t) is the head's output at the last token of prompt x followed by response prefix y<t,
-so one forward pass over (x, y) gives the value of every prefix of y at once. The trunk may keep
-only its first N layers so that training and scoring fit a CPU budget.
+V(x, y<t) is the value of prompt x followed by response prefix y<t, so one forward pass over
+(x, y) gives the value of every prefix of y at once. The trunk may keep only its first N layers
+so that training and scoring fit a CPU budget. Two heads:
 
-The head predicts a standardised value: V = target_mean + target_scale * head(h), with the mean
-and scale of the training targets set before training. Rewards then need no particular range, and
-a fresh head starts at the targets' mean instead of at zero (a value model that cannot even fit a
-constant cannot guide a search).
+- scalar: V(text up to token t) = head(h_t), read at the token's own hidden state;
+- vocabulary: a Linear(hidden, vocab) read at the *previous* state, V(s∘a) = head(h_s)[a], so one
+  pass at state s values every next token a at once (token-level guidance then needs one value
+  forward per step instead of one per candidate).
+
+Either head predicts a standardised value: V = target_mean + target_scale * head(...), with the
+mean and scale of the training targets set before training. Rewards then need no particular
+range, and a fresh head starts at the targets' mean instead of at zero (a value model that cannot
+even fit a constant cannot guide a search).
 
 With a prior ("reward"), the network is the residual on top of the run's reward read on the
 prefix; the model records that it needs one, and the scorer adds it (`valuefn.scoring`).
 
 Saved as a self-contained directory: config.json (the trunk's config), model.safetensors (trunk
-and head), the tokenizer, and value_model.json (the head and its target statistics).
+and head), the tokenizer, and value_model.json (the head's kind and its target statistics).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,23 +37,144 @@ from iro.base.fsutil import atomic_write_json
 
 VALUE_META = "value_model.json"
 WEIGHTS = "model.safetensors"
+HEADS = ("scalar", "vocabulary")
+
+
+def left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids padded on the left with `pad` (so every row ends at the last column), and mask."""
+    tensors = [torch.tensor(list(r), dtype=torch.long) for r in rows]
+    pad_rows = torch.nn.utils.rnn.pad_sequence
+    ids = pad_rows(tensors, batch_first=True, padding_value=pad, padding_side="left")
+    mask = pad_rows([torch.ones_like(t) for t in tensors], batch_first=True, padding_side="left")
+    return ids, mask
+
+
+def cached_forward(module: nn.Module, ids: torch.Tensor, mask: torch.Tensor, kv=None):
+    """`module` on `ids` after the tokens in `kv`; `mask` covers cached and new tokens.
+
+    Positions count real tokens only (cumsum of the mask), so a left-padded row is read at the
+    positions it has alone and its outputs do not depend on the rest of the batch.
+    """
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
+    return module(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=kv,
+        use_cache=True,
+    )
+
+
+Output = Callable[[object], torch.Tensor]  # a model output -> what the next step reads (per row)
+
+
+@dataclass
+class CachedRows:
+    """Left-padded rows of tokens read by a causal model: its KV cache, the attention mask of the
+    cached tokens, and `last`, the output at each row's last token that the next step reads (the
+    policy's logits; the value trunk's hidden state, which the vocabulary head values a next
+    token from)."""
+
+    kv: object
+    mask: torch.Tensor  # (rows, cached tokens), 1 for a real token
+    last: torch.Tensor  # (rows, ...)
+
+    @classmethod
+    def read(
+        cls, module: nn.Module, rows: Sequence[Sequence[int]], pad: int, last: Output
+    ) -> tuple[CachedRows, object]:
+        """Read token rows once (left-padded): the cached rows, and the full model output."""
+        ids, mask = left_pad(rows, pad)
+        out = cached_forward(module, ids, mask)
+        return cls(out.past_key_values, mask, last(out)), out
+
+    def advanced(self, module: nn.Module, token_ids: torch.Tensor, last: Output) -> CachedRows:
+        """Append one token per row; the KV cache grows in place."""
+        mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        out = cached_forward(module, token_ids[:, None], mask, self.kv)
+        return CachedRows(out.past_key_values, mask, last(out))
+
+    def select(self, rows: torch.Tensor) -> CachedRows:
+        """Keep only `rows` (finished responses leave the batch); the KV cache shrinks in place."""
+        self.kv.batch_select_indices(rows)
+        return CachedRows(self.kv, self.mask[rows], self.last[rows])
+
+    def repeated(self, n: int) -> CachedRows:
+        """A copy with each row repeated n times in a row (rows continued by n candidates each)."""
+        kv = copy.deepcopy(self.kv)
+        kv.batch_repeat_interleave(n)
+        return CachedRows(kv, self.mask.repeat_interleave(n, 0), self.last.repeat_interleave(n, 0))
+
+
+def _last_hidden(out) -> torch.Tensor:
+    return out.last_hidden_state[:, -1]
+
+
+def _previous_states(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """For each position t, the hidden state of the last earlier position t attends to.
+
+    That is t - 1 in a plain row, the last prompt token for the first token of a packed response
+    (4-d mask), and none for a row's first real token, which gets a zero state.
+    """
+    seq = hidden.shape[1]
+    if attention_mask.ndim == 4:
+        visible = attention_mask[:, 0].bool()
+    else:
+        visible = attention_mask.bool()[:, None, :].expand(-1, seq, -1)
+    earlier = visible & torch.ones(seq, seq, dtype=torch.bool, device=hidden.device).tril(-1)
+    parent = (earlier * torch.arange(1, seq + 1, device=hidden.device)).amax(-1) - 1
+    gathered = hidden.gather(1, parent.clamp(min=0)[..., None].expand(-1, -1, hidden.shape[-1]))
+    return gathered * (parent >= 0)[..., None]
 
 
 class TokenValueModel(nn.Module):
-    def __init__(self, trunk: nn.Module):
+    def __init__(self, trunk: nn.Module, head: str = "scalar"):
         super().__init__()
+        if head not in HEADS:
+            raise ValueError(f"value head must be one of {HEADS}, got {head!r}")
         self.trunk = trunk
         self.config = trunk.config
-        self.value_head = nn.Linear(trunk.config.hidden_size, 1)
-        nn.init.normal_(self.value_head.weight, std=1.0 / (trunk.config.hidden_size + 1))
+        self.head = head
+        hidden = trunk.config.hidden_size
+        self.value_head = nn.Linear(hidden, 1 if head == "scalar" else trunk.config.vocab_size)
+        # Every vocabulary row starts as the same scalar-style head: a fresh V(s∘a) is the scalar
+        # head's V(s) for every a (standardised, near 0), so fresh guidance shifts nothing.
+        row = nn.init.normal_(torch.empty(1, hidden), std=1.0 / (hidden + 1))
+        with torch.no_grad():
+            self.value_head.weight.copy_(row.expand_as(self.value_head.weight))
         nn.init.zeros_(self.value_head.bias)
         self.target_mean = 0.0
         self.target_scale = 1.0
         self.prior: str | None = None  # "reward": values are residuals on the reward of the prefix
 
-    def read_values(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Hidden states (..., hidden) -> values (...) in the targets' units."""
-        return self.target_mean + self.target_scale * self.value_head(hidden).squeeze(-1).float()
+    def _in_target_units(self, standardised: torch.Tensor) -> torch.Tensor:
+        return self.target_mean + self.target_scale * standardised.float()
+
+    def next_token_values(self, hidden: torch.Tensor) -> torch.Tensor:
+        """States s (..., hidden) -> (..., vocab): entry a is V(s∘a). Vocabulary head only."""
+        if self.head != "vocabulary":
+            raise ValueError("next_token_values needs a vocabulary value head")
+        return self._in_target_units(self.value_head(hidden))
+
+    def token_values(self, previous: torch.Tensor, token_ids: torch.Tensor) -> torch.Tensor:
+        """V(s∘a) = head(h_s)[a] for states (..., hidden) and tokens (...), vocabulary head only.
+
+        Equal to gathering `next_token_values`, but reads only the head's rows for the given
+        tokens, never the (..., vocab) output (training reads every position).
+        """
+        if self.head != "vocabulary":
+            raise ValueError("token_values needs a vocabulary value head")
+        rows = self.value_head.weight[token_ids]
+        return self._in_target_units((previous * rows).sum(-1) + self.value_head.bias[token_ids])
+
+    def read_values(
+        self, hidden: torch.Tensor, previous: torch.Tensor, token_ids: torch.Tensor
+    ) -> torch.Tensor:
+        """Values (...) of the texts ending at each token, given its own hidden state (...,
+        hidden), the previous state and the token ids (...)."""
+        if self.head == "vocabulary":
+            return self.token_values(previous, token_ids)
+        return self._in_target_units(self.value_head(hidden).squeeze(-1))
 
     def forward(
         self,
@@ -58,54 +186,71 @@ class TokenValueModel(nn.Module):
 
         `attention_mask` is the usual (batch, seq) padding mask, or a (batch, 1, seq, seq) boolean
         mask of what each position may attend to (several responses packed after one prompt).
+        The vocabulary head reads entry t as head(h_parent)[token_t], the parent being the last
+        earlier position t attends to; a row's first token has none and reads a zero state,
+        target_mean + target_scale * bias[token] (training never reads it: states start at the
+        last prompt token).
         """
         if attention_mask.ndim == 4 and self.config._attn_implementation != "sdpa":
             raise ValueError("a boolean (batch, 1, seq, seq) attention mask needs sdpa attention")
         hidden = self.trunk(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
         ).last_hidden_state
-        return self.read_values(hidden)
+        previous = _previous_states(hidden, attention_mask) if self.head == "vocabulary" else hidden
+        return self.read_values(hidden, previous, input_ids)
 
     @torch.no_grad()
-    def prefill(self, prompt_ids: list[int]) -> tuple[object, float]:
-        """Run a prompt once: its KV cache (for `extend`) and V at its last token (empty response)."""
-        ids = torch.tensor([prompt_ids])
-        out = self.trunk(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
-        last_value = self.read_values(out.last_hidden_state[0, -1]).item()
-        return out.past_key_values, last_value
+    def prefill(
+        self, prompts: Sequence[Sequence[int]], pad: int = 0
+    ) -> tuple[CachedRows, torch.Tensor]:
+        """Read prompts once (left-padded): their cache (for `extend`, `advance`,
+        `candidate_values`) and V at each last token (the empty response), shape (rows,)."""
+        cached, out = CachedRows.read(self.trunk, prompts, pad, _last_hidden)
+        window = out.last_hidden_state[:, -2:]  # a last token's previous state is in the window
+        previous = _previous_states(window, cached.mask[:, -2:])[:, -1]
+        last_tokens = torch.tensor([p[-1] for p in prompts])
+        return cached, self.read_values(window[:, -1], previous, last_tokens)
 
     @torch.no_grad()
     def extend(
-        self, prompt_cache, prompt_len: int, response_ids: torch.Tensor, response_mask: torch.Tensor
+        self, cached: CachedRows, response_ids: torch.Tensor, response_mask: torch.Tensor
     ) -> torch.Tensor:
-        """Values over right-padded response tokens that all continue one cached prompt.
+        """Values over right-padded response tokens continuing the cached rows, n rows each.
 
-        The prompt cache is copied and repeated per row, so the prompt is read once however many
-        candidates continue it; returns (batch, response_len) like `forward`.
+        The cache is copied and repeated, so a prompt is read once however many candidates
+        continue it; returns (batch, response_len) like `forward`.
         """
-        cache = copy.deepcopy(prompt_cache)
-        cache.batch_repeat_interleave(response_ids.shape[0])
-        prompt_mask = torch.ones((response_ids.shape[0], prompt_len), dtype=response_mask.dtype)
-        out = self.trunk(
-            input_ids=response_ids,
-            attention_mask=torch.cat([prompt_mask, response_mask], dim=1),
-            past_key_values=cache,
-            use_cache=True,
-        )
-        return self.read_values(out.last_hidden_state)
+        n, rest = divmod(response_ids.shape[0], cached.mask.shape[0])
+        if rest:
+            raise ValueError(f"{response_ids.shape[0]} responses for {cached.mask.shape[0]} rows")
+        rows = cached.repeated(n)
+        mask = torch.cat([rows.mask, response_mask.to(rows.mask.dtype)], dim=1)
+        hidden = cached_forward(self.trunk, response_ids, mask, rows.kv).last_hidden_state
+        previous = torch.cat([rows.last[:, None], hidden[:, :-1]], dim=1)
+        return self.read_values(hidden, previous, response_ids)
 
     @torch.no_grad()
-    def advance(self, cache, token_id: int) -> object:
-        """Append one token to a batch-1 cache in place (token-level decoding moves one step)."""
-        ids = torch.tensor([[token_id]])
-        mask = torch.ones((1, cache.get_seq_length() + 1), dtype=torch.long)
-        return self.trunk(
-            input_ids=ids, attention_mask=mask, past_key_values=cache, use_cache=True
-        ).past_key_values
+    def candidate_values(self, cached: CachedRows, candidates: torch.Tensor) -> torch.Tensor:
+        """V(s∘a) for candidate next tokens (rows, k) of each cached row: read from the cached
+        last state with a vocabulary head (no trunk pass), by `extend` on k one-token rows each
+        with a scalar head."""
+        if self.head == "vocabulary":
+            return self.token_values(cached.last[:, None], candidates)
+        flat = candidates.reshape(-1, 1)
+        return self.extend(cached, flat, torch.ones_like(flat)).view(candidates.shape)
+
+    @torch.no_grad()
+    def advance(self, cached: CachedRows, token_ids: torch.Tensor) -> CachedRows:
+        """Append one token (rows,) to each cached row, in place (decoding moves one step)."""
+        return cached.advanced(self.trunk, token_ids, _last_hidden)
 
     @classmethod
     def from_causal_lm(
-        cls, path: str, num_layers: int | None = None, trust_remote_code: bool = False
+        cls,
+        path: str,
+        num_layers: int | None = None,
+        trust_remote_code: bool = False,
+        head: str = "scalar",
     ) -> TokenValueModel:
         """A fresh value head on the (optionally truncated) trunk of a causal LM checkpoint."""
         from transformers import AutoConfig, AutoModel
@@ -126,7 +271,7 @@ class TokenValueModel(nn.Module):
             trust_remote_code=trust_remote_code,
             use_safetensors=True,  # never unpickle weights
         )
-        return cls(trunk)
+        return cls(trunk, head)
 
     def save(self, directory: Path, tokenizer) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -138,6 +283,7 @@ class TokenValueModel(nn.Module):
             directory / VALUE_META,
             {
                 "kind": "token_value_model",
+                "head": self.head,
                 "hidden_size": self.config.hidden_size,
                 "target_mean": self.target_mean,
                 "target_scale": self.target_scale,
@@ -155,7 +301,7 @@ class TokenValueModel(nn.Module):
             raise FileNotFoundError(f"{directory} is not a saved value model (no {VALUE_META})")
         meta = json.loads(meta_path.read_text())
         trunk = AutoModel.from_config(AutoConfig.from_pretrained(directory))
-        model = cls(trunk)
+        model = cls(trunk, meta.get("head", "scalar"))  # files from before heads: scalar
         model.load_state_dict(load_file(directory / WEIGHTS))
         model.target_mean = float(meta.get("target_mean", 0.0))
         model.target_scale = float(meta.get("target_scale", 1.0))

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from valuefn.encoding import encode_pair, right_pad
-from valuefn.model import TokenValueModel
+from valuefn.model import CachedRows, TokenValueModel
 
 # (prompt texts, response texts) -> the run's reward of each (possibly partial) response
 Prior = Callable[[Sequence[str], Sequence[str]], np.ndarray]
@@ -36,7 +36,7 @@ PROMPT_CACHE_SIZE = 256  # prompts whose KV cache a value model keeps (a few MB 
 @dataclass
 class PromptState:
     ids: list[int]
-    cache: object
+    cache: CachedRows
     empty_response_value: float
 
 
@@ -52,8 +52,8 @@ class LoadedValue:
         state = self.prompts.get(prompt)
         if state is None:
             ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
-            cache, value = self.model.prefill(ids)
-            state = PromptState(ids, cache, value)
+            cache, values = self.model.prefill([ids])
+            state = PromptState(ids, cache, values.item())
             self.prompts[prompt] = state
             if len(self.prompts) > PROMPT_CACHE_SIZE:
                 self.prompts.popitem(last=False)
@@ -148,7 +148,7 @@ class ValueEnsemble:
         for start in range(0, len(nonempty), self.batch_size):
             batch = nonempty[start : start + self.batch_size]
             ids, mask = right_pad([rows[i] for i in batch], self._pad_id(member))
-            extended = member.model.extend(state.cache, len(state.ids), ids, mask)
+            extended = member.model.extend(state.cache, ids, mask)
             for i, value in zip(batch, _last_real(extended, mask), strict=True):
                 values[i] = value
         return values

@@ -9,22 +9,24 @@ At every step the policy's top-k next tokens are re-scored and one is drawn from
 - ARGS: shift(a) = w * r(x, y∘a), the reward of the text with the token appended (ARGS-greedy
   takes the argmax).
 
-Both the policy and the value models keep a KV cache, so each step reads one new token instead of
-the whole prefix; the k candidates of a step are scored as one batch. Prompts are decoded one
-after another.
+Prompts are decoded as a batch: left-padded rows with positions counted over real tokens, a
+generator per prompt, and finished rows leaving the batch, so a prompt's output does not depend
+on the rest of its batch. The policy and the value models keep KV caches, so each step reads one
+new token per row. A vocabulary value head values every candidate from the state it already
+holds (one value forward per step for the whole batch, to advance it); a scalar head reads the
+k candidates of every row as one batch of rows * k one-token extensions.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import numpy as np
 import torch
 
 from reward.base import Reward
+from valuefn.model import CachedRows
 from valuefn.scoring import ValueEnsemble
 
 
@@ -42,14 +44,26 @@ class TokenGuidanceSettings:
             raise ValueError("token guidance samples: temperature must be > 0 (or set greedy)")
 
 
+@dataclass(frozen=True)
+class GuidedPrompt:
+    ids: list[int]  # the rendered prompt in the policy's tokens
+    raw: str  # the prompt as the reward reads it
+    text: str  # the rendered prompt, as the value models read it
+    seed: int  # its own generator: its output does not depend on its batch
+
+
 class TokenScorer(Protocol):
-    """Scores candidate next tokens of one prompt's growing response."""
+    """Scores the candidate next tokens of a batch of growing responses, one row per prompt."""
 
-    def start(self, raw_prompt: str, prompt_text: str) -> None: ...
+    def start(self, prompts: Sequence[GuidedPrompt]) -> None: ...
 
-    def shifts(self, response_ids: Sequence[int], candidates: Sequence[int]) -> np.ndarray: ...
+    def shifts(self, responses: Sequence[Sequence[int]], candidates: torch.Tensor) -> torch.Tensor:
+        """Candidates (rows, k) -> logit shifts (rows, k)."""
+        ...
 
-    def advance(self, token_id: int) -> None: ...
+    def advance(self, keep: torch.Tensor, token_ids: torch.Tensor) -> None:
+        """Keep only rows `keep` and append one token (len(keep),) to each."""
+        ...
 
 
 class ValueShift:
@@ -70,29 +84,28 @@ class ValueShift:
                 )
         self.values = values
         self.beta = beta
-        self._caches: list = []
+        self._caches: list[CachedRows] = []
 
-    def start(self, raw_prompt: str, prompt_text: str) -> None:
-        # a private copy of each member's prompt cache, advanced token by token
-        self._caches = [
-            copy.deepcopy(m.prompt_state(prompt_text).cache) for m in self.values.members
-        ]
+    def start(self, prompts: Sequence[GuidedPrompt]) -> None:
+        self._caches = []
+        for member in self.values.members:
+            rows = [member.tokenizer(p.text, add_special_tokens=False).input_ids for p in prompts]
+            cache, _ = member.model.prefill(rows, member.tokenizer.pad_token_id or 0)
+            self._caches.append(cache)
 
     @torch.no_grad()
-    def shifts(self, response_ids: Sequence[int], candidates: Sequence[int]) -> np.ndarray:
-        ids = torch.tensor([[c] for c in candidates])
-        mask = torch.ones_like(ids)
+    def shifts(self, responses: Sequence[Sequence[int]], candidates: torch.Tensor) -> torch.Tensor:
         member_values = [
-            member.model.extend(cache, cache.get_seq_length(), ids, mask)[:, 0].numpy()
+            member.model.candidate_values(cache, candidates).flatten().numpy()
             for member, cache in zip(self.values.members, self._caches, strict=True)
         ]
-        total = self.values.combine(member_values)
-        return self.beta * (total - total.mean())
+        total = torch.from_numpy(self.values.combine(member_values)).view(candidates.shape)
+        return self.beta * (total - total.mean(dim=1, keepdim=True))
 
     @torch.no_grad()
-    def advance(self, token_id: int) -> None:
+    def advance(self, keep: torch.Tensor, token_ids: torch.Tensor) -> None:
         self._caches = [
-            m.model.advance(cache, token_id)
+            m.model.advance(cache.select(keep), token_ids)
             for m, cache in zip(self.values.members, self._caches, strict=True)
         ]
 
@@ -104,72 +117,106 @@ class RewardShift:
         self.reward = reward
         self.weight = weight
         self.tokenizer = policy_tokenizer
-        self._raw_prompt = ""
+        self._raw_prompts: list[str] = []
 
-    def start(self, raw_prompt: str, prompt_text: str) -> None:
-        self._raw_prompt = raw_prompt
+    def start(self, prompts: Sequence[GuidedPrompt]) -> None:
+        self._raw_prompts = [p.raw for p in prompts]
 
-    def shifts(self, response_ids: Sequence[int], candidates: Sequence[int]) -> np.ndarray:
+    def shifts(self, responses: Sequence[Sequence[int]], candidates: torch.Tensor) -> torch.Tensor:
+        rows = candidates.tolist()
         texts = [
-            self.tokenizer.decode([*response_ids, c], skip_special_tokens=True) for c in candidates
+            self.tokenizer.decode([*response, c], skip_special_tokens=True)
+            for response, row in zip(responses, rows, strict=True)
+            for c in row
         ]
-        return self.weight * self.reward.score([self._raw_prompt] * len(texts), texts)
+        prompts = [raw for raw, row in zip(self._raw_prompts, rows, strict=True) for _ in row]
+        rewards = torch.as_tensor(self.reward.score(prompts, texts), dtype=torch.float64)
+        return self.weight * rewards.view(candidates.shape)
 
-    def advance(self, token_id: int) -> None:
-        pass
+    def advance(self, keep: torch.Tensor, token_ids: torch.Tensor) -> None:
+        self._raw_prompts = [self._raw_prompts[i] for i in keep.tolist()]
 
 
 def step_distribution(
     logits: torch.Tensor,
-    response: Sequence[int],
+    responses: Sequence[Sequence[int]],
     scorer: TokenScorer | None,
     top_k: int,
     temperature: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(candidate token ids, their probabilities) for one guided step."""
-    top = torch.topk(logits.float(), min(top_k, logits.shape[-1]))
+    """(candidate token ids, their probabilities), each (rows, k), for one guided step."""
+    top = torch.topk(logits.float(), min(top_k, logits.shape[-1]), dim=-1)
     scores = top.values / temperature
     if scorer is not None:
-        scores = scores + torch.as_tensor(
-            scorer.shifts(response, top.indices.tolist()), dtype=scores.dtype
-        )
+        scores = scores + scorer.shifts(responses, top.indices).to(scores.dtype)
     return top.indices, torch.softmax(scores, dim=-1)
 
 
+def _choose(
+    probs: torch.Tensor, generators: Sequence[torch.Generator], greedy: bool
+) -> torch.Tensor:
+    """One candidate index per row, each row drawn with its own prompt's generator."""
+    if greedy:
+        return probs.argmax(dim=-1)
+    draws = [torch.multinomial(p, 1, generator=g) for p, g in zip(probs, generators, strict=True)]
+    return torch.cat(draws)
+
+
+def _logits(out) -> torch.Tensor:
+    return out.logits[:, -1]
+
+
 @torch.no_grad()
-def decode_one(
+def decode_batch(
     model,
     eos_token_id: int,
-    prompt_ids: Sequence[int],
-    raw_prompt: str,
-    prompt_text: str,
+    prompts: Sequence[GuidedPrompt],
     scorer: TokenScorer | None,
     settings: TokenGuidanceSettings,
-    seed: int,
-) -> tuple[list[int], bool]:
-    """Decode one prompt; returns (response token ids without EOS, ended with EOS)."""
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.tensor([list(prompt_ids)])
-    out = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True)
-    cache, logits = out.past_key_values, out.logits[0, -1]
+) -> list[tuple[list[int], bool]]:
+    """Decode prompts together; per prompt (response token ids without EOS, ended with EOS)."""
+    policy, _ = CachedRows.read(model, [p.ids for p in prompts], eos_token_id, _logits)
     if scorer is not None:
-        scorer.start(raw_prompt, prompt_text)
-    response: list[int] = []
-    for _ in range(settings.max_new_tokens):
-        temperature = max(settings.temperature, 1e-6)
-        tokens, probs = step_distribution(logits, response, scorer, settings.top_k, temperature)
-        if settings.greedy:
-            choice = int(torch.argmax(probs))
-        else:
-            choice = int(torch.multinomial(probs, 1, generator=generator))
-        token = int(tokens[choice])
-        if token == eos_token_id:
-            return response, True
-        response.append(token)
+        scorer.start(prompts)
+    generators = [torch.Generator().manual_seed(p.seed) for p in prompts]
+    responses: list[list[int]] = [[] for _ in prompts]
+    ended = [False] * len(prompts)
+    active = list(range(len(prompts)))  # the prompt of each row still decoding
+    temperature = max(settings.temperature, 1e-6)
+    for step in range(settings.max_new_tokens):
+        rows = [responses[i] for i in active]
+        tokens, probs = step_distribution(policy.last, rows, scorer, settings.top_k, temperature)
+        choice = _choose(probs, [generators[i] for i in active], settings.greedy)
+        chosen = tokens.gather(1, choice[:, None])[:, 0]
+        going = chosen != eos_token_id
+        for i, token, goes in zip(active, chosen.tolist(), going.tolist(), strict=True):
+            if goes:
+                responses[i].append(token)
+            else:
+                ended[i] = True
+        keep = going.nonzero()[:, 0]
+        active = [active[j] for j in keep.tolist()]
+        if not active or step + 1 == settings.max_new_tokens:
+            break
+        policy = policy.select(keep).advanced(model, chosen[keep], _logits)
         if scorer is not None:
-            scorer.advance(token)
-        step = torch.tensor([[token]])
-        mask = torch.ones((1, len(prompt_ids) + len(response)), dtype=torch.long)
-        out = model(input_ids=step, attention_mask=mask, past_key_values=cache, use_cache=True)
-        cache, logits = out.past_key_values, out.logits[0, -1]
-    return response, False
+            scorer.advance(keep, chosen[keep])
+    return list(zip(responses, ended, strict=True))
+
+
+def decode(
+    model,
+    eos_token_id: int,
+    prompts: Sequence[GuidedPrompt],
+    scorer: TokenScorer | None,
+    settings: TokenGuidanceSettings,
+    batch_size: int = 16,
+) -> list[tuple[list[int], bool]]:
+    """`decode_batch` over batches of `batch_size` prompts (the outputs do not depend on it)."""
+    return [
+        result
+        for start in range(0, len(prompts), batch_size)
+        for result in decode_batch(
+            model, eos_token_id, prompts[start : start + batch_size], scorer, settings
+        )
+    ]

@@ -1,6 +1,8 @@
 """The `iro` command.
 
 iro run configs/demo.yaml [--set search.beams=4 ...]   the whole pipeline, in-process
+iro vas configs/demo.yaml                                the same stages with VAS's settings
+iro ivl configs/demo.yaml                                IVL: a residual learned from demonstrations
 iro iteration configs/demo.yaml --iteration 2            one iteration (needs 1..k-1 done)
 iro check configs/demo.yaml                              validate a config, print it resolved
 iro decode --run RUN --prompt "..." [--mode METHOD]       answer prompts with the aligned policy
@@ -20,14 +22,13 @@ from typing import Any
 
 from iro.app import server
 from iro.app.environment import prepare_environment
-from iro.base.compat import IncompatibleValueModelError, check_run_inputs, check_value_models
+from iro.app.plan import GPUS, build_plan, format_plan
+from iro.base.compat import IncompatibleValueModelError, check_run_inputs
 from iro.base.config import (
     ConfigError,
     check_run_name,
     load_config,
-    parse_config,
     parse_override,
-    set_dotted_key,
 )
 from iro.base.data import DatasetError
 from iro.base.endpoint import EndpointError
@@ -51,20 +52,32 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _overrides(args.set))
+    if args.plan:  # sizes, memory and hours from the config alone: nothing is loaded or fetched
+        print(format_plan(build_plan(cfg, args.config, args.gpu)))
+        return 0
     check_run_inputs(cfg, cfg.iterations, cfg.eval.enabled)  # models and prompts, as a run would
     print(json.dumps(cfg.model_dump(), indent=2))
     return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config, _overrides(args.set))  # fail fast, before Prefect starts
-    check_run_inputs(cfg, cfg.iterations, cfg.eval.enabled)
+    """`iro run` (IRO), `iro vas` (VAS's settings on the same stages), `iro ivl` (IVL's residual
+    from demonstrations): the whole pipeline of the method, with its evaluation."""
+    from iro.pipeline.methods import VAS_RUN_SETTINGS
+
+    overrides = _overrides(args.set)
+    method_settings = VAS_RUN_SETTINGS if args.command == "vas" else {}
+    cfg = load_config(args.config, {**method_settings, **overrides})  # fail fast
+    check_run_inputs(cfg, 0 if args.command == "ivl" else cfg.iterations, cfg.eval.enabled)
     server.check_api_from_environment()
     prepare_environment()
+    from flows.ivl import ivl_pipeline
     from flows.pipeline import iro_pipeline
+    from flows.vas import vas_pipeline
     from iro.pipeline.evaluation import EvalRow, format_table
 
-    result = iro_pipeline(config=args.config, overrides=_overrides(args.set))
+    flow = {"run": iro_pipeline, "vas": vas_pipeline, "ivl": ivl_pipeline}[args.command]
+    result = flow(config=args.config, overrides=overrides)
     rows = [EvalRow(**row) for row in result["evaluation"]]
     if rows:
         print("\nHeld-out evaluation (win rate = reward above the reference summary's):")
@@ -86,40 +99,35 @@ def _cmd_iteration(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_summary(store_root: str, run: str, iteration: int | None) -> dict[str, Any]:
-    run_dir = Path(store_root) / "runs" / check_run_name(run)
-    done = sorted(int(p.stem.split("-")[1]) for p in run_dir.glob("iteration-*.json"))
-    if not done:
-        raise ConfigError(f"run {run!r} has no finished iteration under {run_dir}")
-    k = iteration or done[-1]
-    if k not in done:
-        raise ConfigError(f"run {run!r} has not finished iteration {k} (finished: {done})")
-    return json.loads((run_dir / f"iteration-{k}.json").read_text())
+def _strengths(pairs: list[str]) -> dict[str, float]:
+    """--beta NAME=VALUE pairs -> {run name: strength}."""
+    strengths = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        try:
+            strengths[check_run_name(name)] = float(value)
+        except ValueError:
+            raise ConfigError(f"--beta {pair!r}: write RUN=NUMBER, e.g. sentiment-vas=2") from None
+        if not sep:
+            raise ConfigError(f"--beta {pair!r}: write RUN=NUMBER, e.g. sentiment-vas=2")
+    return strengths
 
 
 def _cmd_decode(args: argparse.Namespace) -> int:
     """Answer prompts with the aligned policy of a run: pi_base guided by its value models."""
     prepare_environment()
-    import pandas as pd
+    from iro.pipeline.aligned import answer
 
-    from iro.pipeline.decoder import decode
-
-    summary = _run_summary(args.store, args.run, args.iteration)
-    data = summary["config"]
-    for key, value in _overrides(args.set).items():
-        set_dotted_key(data, key, value)
-    cfg = parse_config(data, f"run {args.run}")
-    check_value_models(summary["policy"]["value_models"], cfg.value.backbone)
     prompts = [args.prompt] if args.prompt else Path(args.prompts_file).read_text().splitlines()
-    prompts = [p for p in prompts if p.strip()]
-    if not prompts:
-        raise ConfigError("no prompt given (--prompt or a non-empty --prompts-file)")
-    frame = pd.DataFrame(
-        {"id": [f"cli-{i}" for i in range(len(prompts))], "prompt": prompts, "reference": None}
-    )
-    mode = args.mode or cfg.decode.mode
-    outputs = decode(
-        cfg, frame, mode, [Path(p) for p in summary["policy"]["value_models"]], cfg.seed
+    outputs = answer(
+        args.store,
+        args.run,
+        prompts,
+        args.mode,
+        args.iteration,
+        args.with_runs,
+        _strengths(args.beta),
+        _overrides(args.set),
     )
     for row in outputs.itertuples():
         print(
@@ -127,8 +135,8 @@ def _cmd_decode(args: argparse.Namespace) -> int:
                 {
                     "prompt": row.prompt,
                     "response": row.response,
-                    "mode": mode,
-                    "iteration": summary["iteration"],
+                    "mode": row.mode,
+                    "iteration": int(row.iteration),
                 }
             )
         )
@@ -226,10 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
     with_config(sub.add_parser("run", help="run every iteration and the evaluation")).set_defaults(
         func=_cmd_run
     )
+    vas_help = "VAS: one TD(lambda) value model on samples of pi_base, token-level decoding"
+    with_config(sub.add_parser("vas", help=vas_help)).set_defaults(func=_cmd_run)
+    ivl_help = "IVL: a residual value network on the base's logits, learned from demonstrations"
+    with_config(sub.add_parser("ivl", help=ivl_help)).set_defaults(func=_cmd_run)
     p_iter = with_config(sub.add_parser("iteration", help="run one iteration"))
     p_iter.add_argument("--iteration", type=int, required=True)
     p_iter.set_defaults(func=_cmd_iteration)
-    with_config(sub.add_parser("check", help="validate a config")).set_defaults(func=_cmd_check)
+    p_check = with_config(sub.add_parser("check", help="validate a config"))
+    p_check.add_argument(
+        "--plan", action="store_true", help="print the models, GPU memory, tokens and hours a "
+        "run needs, without downloading anything (docs/scaling.md)",
+    )  # fmt: skip
+    p_check.add_argument("--gpu", default="h100", choices=list(GPUS))
+    p_check.set_defaults(func=_cmd_check)
 
     p_decode = sub.add_parser("decode", help="answer prompts with a run's aligned policy")
     p_decode.add_argument("--run", required=True, help="run name (config run_name)")
@@ -244,6 +262,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_decode.add_argument("--prompt", help="one raw prompt (the prompt template is applied)")
     p_decode.add_argument("--prompts-file", help="a file with one raw prompt per line")
+    p_decode.add_argument(
+        "--with",
+        dest="with_runs",
+        action="append",
+        default=[],
+        metavar="RUN[@K]",
+        help="also guide by this run's value models (say, trained for another reward)",
+    )
+    p_decode.add_argument(
+        "--beta",
+        action="append",
+        default=[],
+        metavar="RUN=VALUE",
+        help="strength of a run's value models (default 1; 0 leaves them out)",
+    )
     p_decode.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
     )

@@ -158,7 +158,9 @@ def check_run_inputs(cfg: RunConfig, iterations: int, evaluate: bool) -> None:
     start): every model reference resolves (without converting the embedded model), pickled
     weights are refused, a hub id is at hand when the hub is offline, and the dataset's splits
     hold enough prompts for `iterations` iterations (and the evaluation when `evaluate`)."""
-    references = [cfg.policy.model, cfg.value.backbone]
+    references = [cfg.policy.model, cfg.value.backbone, cfg.ivl.backbone]
+    if cfg.ivl.train_base is not None:
+        references.append(cfg.ivl.train_base)
     if cfg.search.implicit_reward is not None:
         references += [cfg.search.implicit_reward.tuned, cfg.search.implicit_reward.untuned]
     for reference in dict.fromkeys(references):

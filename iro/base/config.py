@@ -402,6 +402,8 @@ class EvalConfig(Section):
         guided = [m for m in self.baselines if METHODS[m].uses_values]
         if guided:
             raise ValueError(f"{guided} need value models: they are evaluated per iteration")
+        if "ivl" in self.baselines:
+            raise ValueError("ivl needs its residual: `iro ivl` trains and evaluates it")
         return self
 
 

@@ -9,7 +9,9 @@ evaluation and its labels (`iro.pipeline.methods`):
 - iro:  value-guided chunk-level beam search with V_1..V_k (w beams, k children, l tokens), plus
         CBS's implicit reward when `search.implicit_reward` names a model pair;
 - vas:  token-level value guidance over the top-k next tokens (transformers);
-- args: ARGS, top-k next tokens re-scored by logit + w * reward(prefix + token) (transformers).
+- args: ARGS, top-k next tokens re-scored by logit + w * reward(prefix + token) (transformers);
+- ivl:  IVL, the base's logits plus a residual value network learned from demonstrations
+        (transformers).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-MethodName = Literal["base", "bon", "iro", "vas", "args"]
+MethodName = Literal["base", "bon", "iro", "vas", "args", "ivl"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,7 @@ class Method:
     # config keys (dotted; a section stands for all its keys) the method's outputs depend on,
     # beyond what every generation reads (policy, prompts, sampling, seed): see identity.py
     reads: tuple[str, ...]
+    uses_residual: bool = False  # reads the IVL residual (the ivl stage's artifact)
 
 
 METHODS: dict[str, Method] = {
@@ -61,6 +64,13 @@ METHODS: dict[str, Method] = {
             "token",
             uses_values=False,
             reads=("decode.token_top_k", "decode.args_weight", "decode.greedy"),
+        ),
+        Method(
+            "ivl",
+            "token",
+            uses_values=False,
+            reads=("sampling.top_k", "decode.greedy"),
+            uses_residual=True,
         ),
     )
 }

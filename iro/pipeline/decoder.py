@@ -1,8 +1,8 @@
 """One decoder over every method of `methods.METHODS`: prompts in, one response per prompt out.
 
 base, bon and iro run the chunk search on the configured engine (vLLM by default); bon and iro
-pick the final candidate by reward (iro may pick by value instead: decode.final_pick). vas and
-args need the policy's logits at every step and run on transformers with KV caches.
+pick the final candidate by reward (iro may pick by value instead: decode.final_pick). vas, args
+and ivl need the policy's logits at every step and run on transformers with KV caches.
 """
 
 from __future__ import annotations
@@ -16,11 +16,18 @@ import pandas as pd
 from iro.base.config import RunConfig
 from iro.base.data import render_prompts
 from iro.base.methods import get_method
+from iro.pipeline import ivl
 from iro.pipeline.generation import Progress, generate
 from iro.pipeline.guidance import build_value_ensemble
 from iro.pipeline.methods import search_settings
 from iro.pipeline.scoring import best_per_prompt, build_run_reward, score_table
-from valuefn.token_guidance import RewardShift, TokenGuidanceSettings, ValueShift, decode_one
+from valuefn.token_guidance import (
+    GuidedPrompt,
+    RewardShift,
+    TokenGuidanceSettings,
+    ValueShift,
+)
+from valuefn.token_guidance import decode as decode_guided
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +40,12 @@ def _pick(cfg: RunConfig, method: str, candidates: pd.DataFrame) -> pd.DataFrame
 
 
 def _token_level(
-    cfg: RunConfig, method: str, prompts: pd.DataFrame, value_dirs: Sequence[Path], seed: int
+    cfg: RunConfig,
+    method: str,
+    prompts: pd.DataFrame,
+    guide_dirs: Sequence[Path],
+    seed: int,
+    betas: Sequence[float] | None,
 ) -> pd.DataFrame:
     from iro.base.engines.hf_engine import HFEngine
     from iro.base.models import resolve_model
@@ -45,39 +57,45 @@ def _token_level(
         trust_remote_code=cfg.policy.trust_remote_code,
     )
     tokenizer = engine.tokenizer
-    if method == "vas":
-        ensemble = build_value_ensemble(cfg, value_dirs)
-        if ensemble is None:
-            raise ValueError("method 'vas' needs at least one value model")
-        scorer = ValueShift(ensemble, d.guidance_beta, tokenizer)
-    else:
-        scorer = RewardShift(build_run_reward(cfg), d.args_weight, tokenizer)
-    settings = TokenGuidanceSettings(
-        top_k=d.token_top_k,
-        max_new_tokens=cfg.sampling.max_new_tokens,
-        temperature=cfg.sampling.temperature,
-        greedy=d.greedy,
-    )
     texts = render_prompts(tokenizer, cfg.data, prompts["prompt"].tolist())
-    rows = []
-    for i, (raw, text) in enumerate(zip(prompts["prompt"], texts, strict=True)):
-        ids = tokenizer(text, add_special_tokens=False).input_ids
-        response, ended = decode_one(
-            engine.model, engine.eos_token_id, ids, raw, text, scorer, settings, seed + i
+    guided = [
+        GuidedPrompt(tokenizer(text, add_special_tokens=False).input_ids, raw, text, seed + i)
+        for i, (raw, text) in enumerate(zip(prompts["prompt"], texts, strict=True))
+    ]
+    if method == "ivl":
+        seeds = [p.seed for p in guided]
+        outputs = ivl.decode(engine.model, tokenizer, guide_dirs[0], texts, cfg, seeds)
+    else:
+        if method == "vas":
+            ensemble = build_value_ensemble(cfg, guide_dirs, betas=betas)
+            if ensemble is None:
+                raise ValueError("method 'vas' needs at least one value model")
+            scorer = ValueShift(ensemble, d.guidance_beta, tokenizer)
+        else:
+            scorer = RewardShift(build_run_reward(cfg), d.args_weight, tokenizer)
+        settings = TokenGuidanceSettings(
+            top_k=d.token_top_k,
+            max_new_tokens=cfg.sampling.max_new_tokens,
+            temperature=cfg.sampling.temperature,
+            greedy=d.greedy,
         )
-        rows.append(
-            {
-                "prompt_id": prompts["id"].iloc[i],
-                "prompt": raw,
-                "reference": prompts["reference"].iloc[i],
-                "prompt_text": text,
-                "candidate": 0,
-                "response": tokenizer.decode(response, skip_special_tokens=True),
-                "num_tokens": len(response),
-                "ended": ended,
-                "value_score": float("nan"),
-            }
+        outputs = decode_guided(
+            engine.model, engine.eos_token_id, guided, scorer, settings, engine.batch_size
         )
+    rows = [
+        {
+            "prompt_id": prompts["id"].iloc[i],
+            "prompt": prompt.raw,
+            "reference": prompts["reference"].iloc[i],
+            "prompt_text": prompt.text,
+            "candidate": 0,
+            "response": tokenizer.decode(response, skip_special_tokens=True),
+            "num_tokens": len(response),
+            "ended": ended,
+            "value_score": float("nan"),
+        }
+        for i, (prompt, (response, ended)) in enumerate(zip(guided, outputs, strict=True))
+    ]
     return pd.DataFrame(rows)
 
 
@@ -88,18 +106,25 @@ def decode(
     value_dirs: Sequence[Path],
     seed: int,
     progress: Progress | None = None,
+    betas: Sequence[float] | None = None,
 ) -> pd.DataFrame:
-    """One response per prompt (columns as `generation.generate`, plus reward where picked by it)."""
+    """One response per prompt (columns as `generation.generate`, plus reward where picked by it).
+
+    `value_dirs`: the value models guiding (iro, vas), with `betas` (default value.beta); for
+    ivl, its residual model.
+    """
     spec = get_method(method)
     if spec.uses_values and not value_dirs and cfg.search.implicit_reward is None:
         raise ValueError(f"method {method!r} needs at least one value model")
-    if not spec.uses_values:
-        value_dirs = []
+    if spec.uses_residual and len(value_dirs) != 1:
+        raise ValueError(f"method {method!r} needs its residual model")
+    if not (spec.uses_values or spec.uses_residual):
+        value_dirs, betas = [], None
     if spec.runs_on == "token":
-        return _token_level(cfg, method, prompts, value_dirs, seed)
+        return _token_level(cfg, method, prompts, value_dirs, seed, betas)
     settings = search_settings(cfg, method)
     guided = spec.uses_values
-    candidates = generate(cfg, prompts, settings, value_dirs, seed, progress, guided=guided)
+    candidates = generate(cfg, prompts, settings, value_dirs, seed, progress, guided, betas=betas)
     return _pick(cfg, method, candidates)
 
 

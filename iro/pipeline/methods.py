@@ -45,6 +45,17 @@ def sampling_settings(cfg: RunConfig) -> SamplingSettings:
     return SamplingSettings(temperature=s.temperature, top_p=s.top_p, top_k=s.top_k)
 
 
+# What makes a run VAS (the `vas` flow, `iro vas`): one iteration of the same stages, the value
+# trained on TD(lambda) returns as a whole value (no reward prior), evaluated token by token.
+# A user's overrides still win (two iterations give iterated VAS).
+VAS_RUN_SETTINGS: dict[str, object] = {
+    "iterations": 1,
+    "decode.mode": "vas",
+    "value.target": "td_lambda",
+    "value.prior": "none",
+}
+
+
 def guided_method(cfg: RunConfig) -> str:
     """The value-guided method of a run's aligned policy, the one each iteration is evaluated
     with: decode.mode where it reads value models (iro, or vas for a VAS run), else iro."""

@@ -24,6 +24,7 @@ from iro.base.data import eval_slice, iteration_slice, load_prompts
 from iro.base.fsutil import directory_lock
 from iro.base.methods import get_method
 from iro.base.store import WORK, Artifact, ArtifactStore
+from iro.pipeline import ivl
 from iro.pipeline.decoder import decode_scored
 from iro.pipeline.evaluation import evaluation_metrics
 from iro.pipeline.generation import Progress, generate
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 TABLE = "table.parquet"
 VALUE_DIR = "value_model"
 # Bump a stage's version when its output changes meaning: old artifacts then stop matching.
-STAGE_VERSIONS = {"rollout": 2, "score": 1, "reweight": 2, "value": 3, "eval": 2}
+STAGE_VERSIONS = {"rollout": 2, "score": 1, "reweight": 2, "value": 3, "eval": 2, "ivl": 1}
 
 
 class MissingArtifactError(RuntimeError):
@@ -205,14 +206,24 @@ class Pipeline:
                 ) from None
         return values
 
+    def train_residual(self, only_existing: bool = False) -> Artifact:
+        """IVL's residual value network, learned from the training split's demonstrations."""
+
+        def build(out: Path) -> dict[str, Any]:
+            return ivl.train(self.cfg, out / ivl.RESIDUAL_DIR)
+
+        return self._stage("ivl", config_slice(self.cfg, "ivl"), [], build, only_existing)
+
     def evaluate(
         self, method: str, values: list[Artifact], progress: Progress | None = None
     ) -> Artifact:
         """Held-out outputs of a method (methods.METHODS) and their reward and win rate against
-        the reference; methods that use value models are given V_1..V_k in `values`."""
+        the reference; methods that use value models are given V_1..V_k in `values`, ivl its
+        residual."""
         c = self.cfg
-        if get_method(method).uses_values and not values:
-            raise ValueError(f"evaluating {method!r} needs at least one value model")
+        spec = get_method(method)
+        if (spec.uses_values or spec.uses_residual) and not values:
+            raise ValueError(f"evaluating {method!r} needs its value models (or residual)")
         config = {**config_slice(c, f"eval-{method}", value_models=len(values)), "method": method}
 
         def build(out: Path) -> dict[str, Any]:
@@ -222,8 +233,8 @@ class Pipeline:
                     "evaluation needs a reference for every prompt (data.reference_field)"
                 )
             reward = build_run_reward(c)
-            value_dirs = [v.file(VALUE_DIR) for v in values]
-            outputs = decode_scored(c, prompts, method, value_dirs, c.seed + 7919, progress)
+            guides = [v.file(ivl.RESIDUAL_DIR if spec.uses_residual else VALUE_DIR) for v in values]
+            outputs = decode_scored(c, prompts, method, guides, c.seed + 7919, progress)
             reference_rewards = reward.score(
                 prompts["prompt"].tolist(), prompts["reference"].tolist()
             )

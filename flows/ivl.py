@@ -1,0 +1,77 @@
+"""Inverse Value Learning as a run: the residual value network learned from demonstrations,
+evaluated on the held-out prompts beside the baselines (docs/method.md).
+
+The same store, run records, evaluation table and reports as an IRO run, under the run name
+`<config run_name>-ivl` by default. Decoding adds the residual to `policy.model`'s logits; set
+`ivl.train_base` to another model of the family to train against it and transfer.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+
+from flows.baselines import iro_baselines
+from flows.params import (
+    DEFAULT_CONFIG,
+    ConfigPath,
+    Overrides,
+    RunName,
+    flow_run_namer,
+    method_run_name,
+    run_config,
+)
+from iro.base.compat import check_run_inputs
+from iro.pipeline.evaluation import EvalRow, eval_row, format_markdown, format_table, rows_as_dicts
+from iro.pipeline.runner import Pipeline
+from tasks.publish import artifact_key
+from tasks.stages import evaluate_task, train_residual_task
+
+
+@flow(name="ivl", flow_run_name=flow_run_namer("ivl"))
+def ivl_pipeline(
+    config: ConfigPath = DEFAULT_CONFIG,
+    run_name: RunName = None,
+    overrides: Overrides = None,
+) -> dict[str, Any]:
+    """Train IVL's residual on the training split's demonstrations and evaluate it next to the
+    baselines.
+
+    Args:
+        config: YAML run config; a relative path is read from the serving process's directory.
+        run_name: names the run; empty: the config's run_name followed by -ivl.
+        overrides: dotted config keys to override, e.g. {"ivl.norm_penalty": 0.1}.
+    """
+    logger = get_run_logger()
+    name = method_run_name(config, run_name, overrides, "ivl")
+    cfg = run_config(config, name, overrides)
+    check_run_inputs(cfg, 0, cfg.eval.enabled)  # before any stage: models, prompts
+    pipeline = Pipeline(cfg)
+    rows: list[EvalRow] = []
+    reference_reward = None
+    if cfg.eval.enabled:
+        baselines = iro_baselines(config=config, run_name=name, overrides=overrides)
+        rows += [EvalRow(**row) for row in baselines["evaluation"]]
+        reference_reward = baselines["reference_mean_reward"]
+    with pipeline.store.run_lock(cfg.run_name):
+        residual = train_residual_task(pipeline)
+        if cfg.eval.enabled:
+            rows.append(eval_row("ivl", evaluate_task(pipeline, "ivl", [residual], "ivl")))
+        report = {
+            "run_name": cfg.run_name,
+            "config": cfg.model_dump(),
+            "artifacts": {"ivl": str(residual.path)},
+            "ivl_training": residual.metrics,
+            "evaluation": rows_as_dicts(rows),
+        }
+        path = pipeline.store.record_run_step(cfg.run_name, "evaluation", report)
+    if rows:
+        create_markdown_artifact(
+            key=artifact_key(cfg.run_name, "evaluation"),
+            markdown=f"## Run {cfg.run_name}: held-out evaluation\n\n{format_markdown(rows)}",
+            description="evaluation table",
+        )
+        logger.info("evaluation on held-out prompts:\n%s", format_table(rows, reference_reward))
+    return {"report_path": str(path), **report}
