@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
+from prefect import flow
 
 from flows.baselines import iro_baselines
 from flows.params import (
@@ -24,9 +23,9 @@ from flows.params import (
     run_config,
 )
 from iro.base.compat import check_run_inputs
-from iro.pipeline.evaluation import EvalRow, eval_row, format_markdown, format_table, rows_as_dicts
+from iro.pipeline.evaluation import EvalRow, eval_row, rows_as_dicts
 from iro.pipeline.runner import Pipeline
-from tasks.publish import artifact_key
+from tasks.publish import publish_evaluation
 from tasks.stages import evaluate_task, train_residual_task
 
 
@@ -44,7 +43,6 @@ def ivl_pipeline(
         run_name: names the run; empty: the config's run_name followed by -ivl.
         overrides: dotted config keys to override, e.g. {"ivl.norm_penalty": 0.1}.
     """
-    logger = get_run_logger()
     name = method_run_name(config, run_name, overrides, "ivl")
     cfg = run_config(config, name, overrides)
     check_run_inputs(cfg, 0, cfg.eval.enabled)  # before any stage: models, prompts
@@ -67,11 +65,5 @@ def ivl_pipeline(
             "evaluation": rows_as_dicts(rows),
         }
         path = pipeline.store.record_run_step(cfg.run_name, "evaluation", report)
-    if rows:
-        create_markdown_artifact(
-            key=artifact_key(cfg.run_name, "evaluation"),
-            markdown=f"## Run {cfg.run_name}: held-out evaluation\n\n{format_markdown(rows)}",
-            description="evaluation table",
-        )
-        logger.info("evaluation on held-out prompts:\n%s", format_table(rows, reference_reward))
+    publish_evaluation(cfg.run_name, rows, reference_reward)
     return {"report_path": str(path), **report}

@@ -5,15 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.artifacts import create_markdown_artifact
 
 from flows.baselines import iro_baselines
 from flows.iteration import iro_iteration
 from flows.params import DEFAULT_CONFIG, ConfigPath, Overrides, RunName, flow_run_namer, run_config
 from iro.base.compat import check_run_inputs
-from iro.pipeline.evaluation import EvalRow, format_markdown, format_table, rows_as_dicts
+from iro.pipeline.evaluation import EvalRow, rows_as_dicts
 from iro.pipeline.runner import Pipeline
-from tasks.publish import artifact_key
+from tasks.publish import publish_evaluation
 
 
 @flow(name="iro-pipeline", flow_run_name=flow_run_namer("pipeline"))
@@ -50,12 +49,6 @@ def iro_pipeline(
         "evaluation": rows_as_dicts(rows),
     }
     path = pipeline.store.record_run_step(cfg.run_name, "evaluation", report)
-    if rows:
-        create_markdown_artifact(
-            key=artifact_key(cfg.run_name, "evaluation"),
-            markdown=f"## Run {cfg.run_name}: held-out evaluation\n\n{format_markdown(rows)}",
-            description="evaluation table",
-        )
-        logger.info("evaluation on held-out prompts:\n%s", format_table(rows, reference_reward))
+    publish_evaluation(cfg.run_name, rows, reference_reward)
     logger.info("evaluation table saved to %s", path)
     return {"report_path": str(path), **report}

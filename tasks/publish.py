@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pandas as pd
+from prefect import get_run_logger
 from prefect.artifacts import (
     create_markdown_artifact,
     create_progress_artifact,
@@ -13,6 +14,7 @@ from prefect.artifacts import (
 )
 
 from iro.base.store import Artifact
+from iro.pipeline.evaluation import EvalRow, format_markdown, format_table
 
 PREVIEW_ROWS = 20
 
@@ -74,3 +76,17 @@ def progress_reporter(run_name: str, *key_parts: object) -> Callable[[str, float
         )
 
     return report
+
+
+def publish_evaluation(run_name: str, rows: list[EvalRow], reference_reward: float | None) -> None:
+    """A run's held-out evaluation table as a Prefect artifact and in the flow's log."""
+    if not rows:
+        return
+    create_markdown_artifact(
+        key=artifact_key(run_name, "evaluation"),
+        markdown=f"## Run {run_name}: held-out evaluation\n\n{format_markdown(rows)}",
+        description="evaluation table",
+    )
+    get_run_logger().info(
+        "evaluation on held-out prompts:\n%s", format_table(rows, reference_reward)
+    )

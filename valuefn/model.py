@@ -49,6 +49,19 @@ def left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, tor
     return ids, mask
 
 
+def load_trunk(directory: Path, meta_name: str, kind: str) -> tuple[nn.Module, dict]:
+    """A saved model's trunk, built from its config.json (weights not loaded yet), and its
+    metadata file; nothing is unpickled and no remote code runs."""
+    from transformers import AutoConfig, AutoModel
+
+    directory = Path(directory)
+    meta_path = directory / meta_name
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{directory} is not a saved {kind} (no {meta_name})")
+    meta = json.loads(meta_path.read_text())
+    return AutoModel.from_config(AutoConfig.from_pretrained(directory)), meta
+
+
 def cached_forward(module: nn.Module, ids: torch.Tensor, mask: torch.Tensor, kv=None):
     """`module` on `ids` after the tokens in `kv`; `mask` covers cached and new tokens.
 
@@ -293,16 +306,9 @@ class TokenValueModel(nn.Module):
 
     @classmethod
     def load(cls, directory: Path) -> TokenValueModel:
-        from transformers import AutoConfig, AutoModel
-
-        directory = Path(directory)
-        meta_path = directory / VALUE_META
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{directory} is not a saved value model (no {VALUE_META})")
-        meta = json.loads(meta_path.read_text())
-        trunk = AutoModel.from_config(AutoConfig.from_pretrained(directory))
+        trunk, meta = load_trunk(directory, VALUE_META, "value model")
         model = cls(trunk, meta.get("head", "scalar"))  # files from before heads: scalar
-        model.load_state_dict(load_file(directory / WEIGHTS))
+        model.load_state_dict(load_file(Path(directory) / WEIGHTS))
         model.target_mean = float(meta.get("target_mean", 0.0))
         model.target_scale = float(meta.get("target_scale", 1.0))
         model.prior = meta.get("prior")

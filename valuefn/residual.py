@@ -17,7 +17,6 @@ and head), the tokenizer, and residual_model.json (connection, vocabulary size).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
@@ -26,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from iro.base.fsutil import atomic_write_json
-from valuefn.model import TokenValueModel
+from valuefn.model import TokenValueModel, load_trunk
 
 if TYPE_CHECKING:
     from valuefn.vocab_map import VocabularyMap
@@ -166,14 +165,7 @@ class ResidualValueNetwork(nn.Module):
     @classmethod
     def load(cls, directory: Path) -> ResidualValueNetwork:
         """Rebuild from config + safetensors; nothing is unpickled, no remote code runs."""
-        from transformers import AutoConfig, AutoModel
-
-        directory = Path(directory)
-        meta_path = directory / RESIDUAL_META
-        if not meta_path.is_file():
-            raise FileNotFoundError(f"{directory} is not a saved residual (no {RESIDUAL_META})")
-        meta = json.loads(meta_path.read_text())
-        trunk = AutoModel.from_config(AutoConfig.from_pretrained(directory))
+        trunk, meta = load_trunk(directory, RESIDUAL_META, "residual")
         model = cls(trunk, meta["connection"], int(meta["vocab_size"]))
-        model.load_state_dict(load_file(directory / WEIGHTS))
+        model.load_state_dict(load_file(Path(directory) / WEIGHTS))
         return model.eval()

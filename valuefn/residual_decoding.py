@@ -38,6 +38,7 @@ from collections.abc import Sequence
 
 import torch
 
+from valuefn.model import left_pad as pad_left
 from valuefn.residual import ResidualValueNetwork, guided_log_probs
 from valuefn.token_guidance import TokenGuidanceSettings
 from valuefn.vocab_map import VocabularyMap
@@ -47,9 +48,7 @@ def left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, ...
     """Token ids padded on the left, their attention mask and position ids (0 at each start)."""
     if any(len(r) == 0 for r in rows):
         raise ValueError("an empty prompt has nothing to condition on")
-    width = max(len(r) for r in rows)
-    ids = torch.tensor([[pad] * (width - len(r)) + list(r) for r in rows])
-    mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])
+    ids, mask = pad_left(rows, pad)
     return ids, mask, (mask.cumsum(-1) - 1).clamp(min=0)
 
 
