@@ -8,7 +8,8 @@ In one process, on the same held-out prompts, seeds and reward:
 - for each evaluation seed: draws 16 plain samples per prompt once, which give the base model
   (sample 1), best-of-U for U = 4, 8, 16 (the best of the first U samples: the same draws a
   best-of-U run would make), and the value models' quality on them; then runs IRO iteration k at
-  U = w*k = 4 (and the last iteration at U = 16), and ARGS on a prefix of the prompts;
+  U = w*k = 4 (and the last iteration at U = 16), and ARGS on a prefix of the prompts; with
+  `--methods vas ivl`, VAS (its own TD(lambda) value model) and IVL (its residual) on every prompt;
 - win rate against the reference and mean reward per method, with 95% paired-bootstrap intervals
   over prompts (each prompt's outcome averaged over seeds), and the paired differences the claim
   rests on (IRO at U=4 minus BoN-4, iteration 2 minus iteration 1, IRO at U=4 minus BoN-16);
@@ -32,14 +33,15 @@ import numpy as np
 import pandas as pd
 
 from iro.app.environment import prepare_environment
-from iro.base.config import RunConfig, load_config, parse_override
+from iro.base.config import RunConfig, load_config, parse_config, parse_override, set_dotted_key
 from iro.base.data import eval_slice, load_prompts, validation_slice
 from iro.base.fsutil import atomic_write_json, atomic_write_text
 from iro.base.store import Artifact
 from iro.pipeline.decoder import decode_scored
 from iro.pipeline.generation import generate, policy_tokenizer
 from iro.pipeline.guidance import build_value_ensemble, reward_prior
-from iro.pipeline.methods import search_settings
+from iro.pipeline.ivl import RESIDUAL_DIR
+from iro.pipeline.methods import VAS_RUN_SETTINGS, search_settings
 from iro.pipeline.runner import VALUE_DIR, Pipeline
 from iro.pipeline.scoring import best_per_prompt, build_run_reward, score_table
 from iro.reports.stats import paired_bootstrap, win_outcomes
@@ -71,6 +73,25 @@ SIZES: dict[str, dict[str, Any]] = {
         "large_u": False,
     },
 }
+
+
+def neighbour_guides(cfg: RunConfig, methods: list[str]) -> dict[str, tuple[RunConfig, Path]]:
+    """What `--methods vas ivl` decode with: label -> (config, guide model directory).
+
+    VAS: one iteration with VAS's settings (TD(lambda) value, vocabulary head) on the same
+    training prompts as IRO's first; IVL: the residual learned from demonstrations.
+    """
+    guides = {}
+    if "vas" in methods:
+        data = cfg.model_dump(mode="json")
+        for key, value in {**VAS_RUN_SETTINGS, "value.head": "vocabulary"}.items():
+            set_dotted_key(data, key, value)
+        vas_cfg = parse_config(data, "vas settings")
+        value = Pipeline(vas_cfg).iteration(1, [])["value"]
+        guides["vas-iter1"] = (vas_cfg, value.file(VALUE_DIR))
+    if "ivl" in methods:
+        guides["ivl"] = (cfg, Pipeline(cfg).train_residual().file(RESIDUAL_DIR))
+    return guides
 
 
 def train_iterations(pipeline: Pipeline) -> tuple[list[Artifact], list[dict[str, Any]]]:
@@ -210,6 +231,8 @@ def summarise(rewards: pd.DataFrame, reference: pd.Series) -> tuple[list[dict], 
         pairs += [(PRIOR_GUIDED, "bon-4")] + [(m, PRIOR_GUIDED) for m in iro]
     pairs += [(later, earlier) for earlier, later in itertools.pairwise(iro)]
     pairs += [(m, "bon-16") for m in wins.columns if m.endswith("-u16")]
+    neighbours = [m for m in wins.columns if m.startswith(("vas-", "ivl"))]  # --methods
+    pairs += [(m, "bon-4") for m in neighbours] + [(iro[-1], m) for m in neighbours if iro]
     differences = []
     for a, b in pairs:
         both = wins[[a, b]].dropna()
@@ -251,7 +274,8 @@ def plot(methods: list[dict], out_stem: Path) -> list[str]:
     bon = table[table["method"].str.match(r"^(base|bon-\d+)$")].sort_values("u")
     ax.errorbar(bon["u"], 100 * bon["win_rate"], yerr=_error_bars(bon), marker="o", capsize=3,
                 label="best-of-U (U=1: base)")  # fmt: skip
-    for _, row in table[table["method"].str.startswith(("iro", "args", PRIOR_GUIDED))].iterrows():
+    shown = ("iro", "args", "vas", "ivl", PRIOR_GUIDED)
+    for _, row in table[table["method"].str.startswith(shown)].iterrows():
         one = row.to_frame().T
         ax.errorbar([row["u"]], [100 * row["win_rate"]], yerr=_error_bars(one), marker="s",
                     capsize=3, label=row["method"])  # fmt: skip
@@ -351,6 +375,7 @@ def run(
     overrides: dict[str, Any],
     out_dir: Path,
     split: str = "test",
+    methods: tuple[str, ...] = (),
     **spec_changes: Any,
 ) -> dict[str, Any]:
     started = time.time()
@@ -359,6 +384,7 @@ def run(
     pipeline = Pipeline(cfg)
     values, training = train_iterations(pipeline)
     value_dirs = [v.file(VALUE_DIR) for v in values]
+    guides = neighbour_guides(cfg, list(methods))
 
     prompts = evaluation_prompts(cfg, split)
     reward = build_run_reward(cfg)
@@ -385,7 +411,7 @@ def run(
         methods, differences = summarise(pd.DataFrame(long_rows), reference)
         methods.sort(
             key=lambda m: (
-                m["method"].startswith(("iro", PRIOR_GUIDED)),
+                m["method"].startswith(("iro", PRIOR_GUIDED, "vas", "ivl")),
                 m["method"] == "args",
                 m["u"],
             )
@@ -445,6 +471,11 @@ def run(
                 decoded_rewards(wide, prompts, "iro", value_dirs, eval_seed),
             )
             timings[f"seed{seed}-iro-u16"] = time.time() - t0
+        for label, (guide_cfg, guide_dir) in guides.items():  # token by token, all prompts
+            t0 = time.time()
+            method = label.split("-")[0]
+            add(label, 1, seed, decoded_rewards(guide_cfg, prompts, method, [guide_dir], eval_seed))
+            timings[f"seed{seed}-{label}"] = time.time() - t0
         if spec["args_prompts"] and seed == spec["seeds"][0]:  # token by token: slow on a CPU
             t0 = time.time()
             subset = prompts.head(spec["args_prompts"])
@@ -470,12 +501,19 @@ def main() -> None:
         default="test",
         help="validation: unused training prompts, for tuning without the held-out split",
     )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=[],
+        choices=["vas", "ivl"],
+        help="also train and evaluate these neighbours (token by token: slower on a CPU)",
+    )
     args = parser.parse_args()
     prepare_environment()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     overrides = dict(parse_override(p) for p in args.set)
     result = run(
-        args.size, args.config, overrides, args.out, args.split,
+        args.size, args.config, overrides, args.out, args.split, tuple(args.methods),
         seeds=tuple(args.seeds) if args.seeds else None, args_prompts=args.args_prompts,
     )  # fmt: skip
     print(markdown(result))
