@@ -71,6 +71,8 @@ def _base_for(key: str) -> dict[str, Any]:
         return WITH_ENDPOINT
     if key.startswith("search.implicit_reward."):
         return WITH_IMPLICIT
+    if key.startswith("value.td."):
+        return {"value": {"target": "td_lambda"}}
     return {}
 
 
@@ -179,3 +181,11 @@ def test_token_level_methods_do_not_depend_on_the_search_engine():
     )
     for stage in ("eval-args", "eval-vas"):
         assert config_slice(hf, stage) == config_slice(vllm, stage)
+
+
+def test_td_settings_count_only_with_td_targets():
+    plain = parse_config({"value": {"td": {"trace_decay": 0.5}}})
+    assert "value" not in _changed_stages(RunConfig(), plain)
+    td = parse_config({"value": {"target": "td_lambda"}})
+    td_other = parse_config({"value": {"target": "td_lambda", "td": {"trace_decay": 0.5}}})
+    assert "value" in _changed_stages(td, td_other)

@@ -156,6 +156,15 @@ def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return leaves
 
 
+def _unselected(chosen: dict[str, Any], key: str) -> bool:
+    """Settings that change nothing unless another setting selects them (value.td without TD
+    targets), or that are at the value every artifact made before the key existed was made
+    with (value.head: scalar). Leaving them out keeps those artifacts' ids."""
+    if key.startswith("value.td."):
+        return chosen.get("value.target") != "td_lambda"
+    return key == "value.head" and chosen[key] == "scalar"
+
+
 def config_slice(cfg: RunConfig, stage: str, value_models: int | None = None) -> dict[str, Any]:
     """The settings of `cfg` that the stage kind `stage` reads, as {dotted key: value}.
 
@@ -166,6 +175,8 @@ def config_slice(cfg: RunConfig, stage: str, value_models: int | None = None) ->
     reads = STAGE_READS[stage]
     leaves = _leaves(cfg.model_dump(mode="json"))
     chosen = {k: v for k, v in leaves.items() if any(_covers(e, k) for e in reads)}
+    for key in [k for k in chosen if _unselected(chosen, k)]:
+        del chosen[key]
     if "policy.engine" in chosen:
         chosen["policy.engine"] = resolve_backend(cfg.policy.engine)
     if "value.beta" in chosen and value_models is not None:
