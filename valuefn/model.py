@@ -62,8 +62,9 @@ def load_trunk(directory: Path, meta_name: str, kind: str) -> tuple[nn.Module, d
     return AutoModel.from_config(AutoConfig.from_pretrained(directory)), meta
 
 
-def cached_forward(module: nn.Module, ids: torch.Tensor, mask: torch.Tensor, kv=None):
-    """`module` on `ids` after the tokens in `kv`; `mask` covers cached and new tokens.
+def cached_forward(module: nn.Module, ids: torch.Tensor, mask: torch.Tensor, kv=None, **kwargs):
+    """`module` on `ids` after the tokens in `kv`; `mask` covers cached and new tokens; `kwargs`
+    go to the module (a causal LM that only reads its last position: `logits_to_keep=1`).
 
     Positions count real tokens only (cumsum of the mask), so a left-padded row is read at the
     positions it has alone and its outputs do not depend on the rest of the batch.
@@ -75,6 +76,7 @@ def cached_forward(module: nn.Module, ids: torch.Tensor, mask: torch.Tensor, kv=
         position_ids=positions,
         past_key_values=kv,
         use_cache=True,
+        **kwargs,
     )
 
 
@@ -94,17 +96,20 @@ class CachedRows:
 
     @classmethod
     def read(
-        cls, module: nn.Module, rows: Sequence[Sequence[int]], pad: int, last: Output
+        cls, module: nn.Module, rows: Sequence[Sequence[int]], pad: int, last: Output, **kwargs
     ) -> tuple[CachedRows, object]:
-        """Read token rows once (left-padded): the cached rows, and the full model output."""
+        """Read token rows once (left-padded): the cached rows, and the model output (`kwargs`
+        go to the module, as in `cached_forward`)."""
         ids, mask = left_pad(rows, pad)
-        out = cached_forward(module, ids, mask)
+        out = cached_forward(module, ids, mask, **kwargs)
         return cls(out.past_key_values, mask, last(out)), out
 
-    def advanced(self, module: nn.Module, token_ids: torch.Tensor, last: Output) -> CachedRows:
+    def advanced(
+        self, module: nn.Module, token_ids: torch.Tensor, last: Output, **kwargs
+    ) -> CachedRows:
         """Append one token per row; the KV cache grows in place."""
         mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
-        out = cached_forward(module, token_ids[:, None], mask, self.kv)
+        out = cached_forward(module, token_ids[:, None], mask, self.kv, **kwargs)
         return CachedRows(out.past_key_values, mask, last(out))
 
     def select(self, rows: torch.Tensor) -> CachedRows:

@@ -40,7 +40,7 @@ import torch
 
 from valuefn.model import left_pad as pad_left
 from valuefn.residual import ResidualValueNetwork, guided_log_probs
-from valuefn.token_guidance import TokenGuidanceSettings
+from valuefn.token_guidance import TokenGuidanceSettings, decoding_threads
 from valuefn.vocab_map import VocabularyMap
 
 
@@ -87,7 +87,6 @@ def _choose(
     return int(top.indices[pick])
 
 
-@torch.no_grad()
 def decode_with_residual(
     base_model,
     base_tokenizer,
@@ -101,8 +100,27 @@ def decode_with_residual(
     """Per prompt: (response token ids of the base's tokenizer, without EOS; ended with EOS).
 
     `residual` None decodes the base alone, with the same sampling. The prompts are already
-    rendered (chat template) text.
+    rendered (chat template) text. On CPU it runs with `settings.threads` torch threads (see
+    `valuefn.token_guidance`).
     """
+    with decoding_threads(base_model, settings.threads):
+        return _decode_with_residual(
+            base_model, base_tokenizer, residual, residual_tokenizer, prompt_texts, settings,
+            seeds, vocab_map,
+        )  # fmt: skip
+
+
+@torch.no_grad()
+def _decode_with_residual(
+    base_model,
+    base_tokenizer,
+    residual: ResidualValueNetwork | None,
+    residual_tokenizer,
+    prompt_texts: Sequence[str],
+    settings: TokenGuidanceSettings,
+    seeds: Sequence[int],
+    vocab_map: VocabularyMap | None,
+) -> list[tuple[list[int], bool]]:
     if len(seeds) != len(prompt_texts):
         raise ValueError(f"{len(prompt_texts)} prompts but {len(seeds)} seeds")
     if not prompt_texts:

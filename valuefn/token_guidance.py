@@ -12,14 +12,23 @@ At every step the policy's top-k next tokens are re-scored and one is drawn from
 Prompts are decoded as a batch: left-padded rows with positions counted over real tokens, a
 generator per prompt, and finished rows leaving the batch, so a prompt's output does not depend
 on the rest of its batch. The policy and the value models keep KV caches, so each step reads one
-new token per row. A vocabulary value head values every candidate from the state it already
+new token per row, and the policy computes logits at each row's last position only. A vocabulary value head values every candidate from the state it already
 holds (one value forward per step for the whole batch, to advance it); a scalar head reads the
 k candidates of every row as one batch of rows * k one-token extensions.
+
+On CPU, decoding runs with `TokenGuidanceSettings.threads` torch intra-op threads (default 1):
+a step is a few rows of one token each, too little work per operation for a second thread to
+pay, and on shared cores (other jobs running) every parallelised operation waits for a thread
+the scheduler has parked: measured on 2 cores under load, a step of 8 rows on SmolLM2-135M took
+~4 s with torch's default 2 threads and ~0.1 s with 1 (`transformers` `generate` is just as
+slow at 2). The thread count is fixed rather than chosen by load, since it changes float
+rounding and so could change a draw.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,8 +45,11 @@ class TokenGuidanceSettings:
     max_new_tokens: int = 48
     temperature: float = 1.0
     greedy: bool = False
+    threads: int | None = 1  # torch intra-op threads while decoding on CPU; None: torch's own
 
     def __post_init__(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"token guidance needs threads >= 1 (or None), got {self.threads}")
         if self.top_k < 1:
             raise ValueError(f"token guidance needs top_k >= 1, got {self.top_k}")
         if self.temperature <= 0 and not self.greedy:
@@ -166,7 +178,22 @@ def _logits(out) -> torch.Tensor:
     return out.logits[:, -1]
 
 
-@torch.no_grad()
+@contextmanager
+def decoding_threads(model, threads: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to `threads` for the block when `model` runs on CPU
+    (None, or a model on an accelerator: left as it is), then restored."""
+    previous = torch.get_num_threads()
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    change = threads is not None and threads != previous and on_cpu
+    if change:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if change:
+            torch.set_num_threads(previous)
+
+
 def decode_batch(
     model,
     eos_token_id: int,
@@ -175,7 +202,20 @@ def decode_batch(
     settings: TokenGuidanceSettings,
 ) -> list[tuple[list[int], bool]]:
     """Decode prompts together; per prompt (response token ids without EOS, ended with EOS)."""
-    policy, _ = CachedRows.read(model, [p.ids for p in prompts], eos_token_id, _logits)
+    with decoding_threads(model, settings.threads):
+        return _decode_batch(model, eos_token_id, prompts, scorer, settings)
+
+
+@torch.no_grad()
+def _decode_batch(
+    model,
+    eos_token_id: int,
+    prompts: Sequence[GuidedPrompt],
+    scorer: TokenScorer | None,
+    settings: TokenGuidanceSettings,
+) -> list[tuple[list[int], bool]]:
+    ids = [p.ids for p in prompts]
+    policy, _ = CachedRows.read(model, ids, eos_token_id, _logits, logits_to_keep=1)
     if scorer is not None:
         scorer.start(prompts)
     generators = [torch.Generator().manual_seed(p.seed) for p in prompts]
@@ -198,7 +238,7 @@ def decode_batch(
         active = [active[j] for j in keep.tolist()]
         if not active or step + 1 == settings.max_new_tokens:
             break
-        policy = policy.select(keep).advanced(model, chosen[keep], _logits)
+        policy = policy.select(keep).advanced(model, chosen[keep], _logits, logits_to_keep=1)
         if scorer is not None:
             scorer.advance(keep, chosen[keep])
     return list(zip(responses, ended, strict=True))
