@@ -15,7 +15,9 @@ In one process, on the same held-out prompts, seeds and reward:
   rests on (IRO at U=4 minus BoN-4, iteration 2 minus iteration 1, IRO at U=4 minus BoN-16);
 - how well V_k ranks partial responses (after 8, 16, 24 tokens) of held-out plain samples.
 
-Writes benchmarks/results/iro_vs_bon-<size>.json and .md and two PNG plots beside them.
+Writes benchmarks/results/iro_vs_bon-<size>.json and .md and two PNG plots beside them (the
+name also carries the split when it is not the held-out one, and the config when it is not the
+demo's: iro_vs_bon-quick-sentiment.md).
 Seeds vary the decoding; the value models are trained once (config seed), which the report says.
 """
 
@@ -400,11 +402,10 @@ def run(
             for p, r in rewards.items()
         )
 
-    stem = (
-        out_dir / f"iro_vs_bon-{size}"
-        if split == "test"
-        else out_dir / f"iro_vs_bon-{size}-{split}"
-    )
+    # iro_vs_bon-<size>[-<split>][-<config>]: the demo's held-out results keep the plain name
+    suffixes = [size] + ([split] if split != "test" else [])
+    suffixes += [Path(config).stem] if Path(config).stem != "demo" else []
+    stem = out_dir / f"iro_vs_bon-{'-'.join(suffixes)}"
 
     def write(seeds_done: list[int]) -> dict[str, Any]:
         """The results so far: rewritten after every seed, so a stopped run keeps what it did."""
