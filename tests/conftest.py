@@ -61,10 +61,11 @@ def make_tokenizer():
     )
 
 
-def make_causal_lm(directory: Path, seed: int = 0) -> Path:
+def make_causal_lm(directory: Path, seed: int = 0, tokenizer=None) -> Path:
+    """A tiny Llama on `tokenizer` (default: the word-level one above)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    tokenizer = make_tokenizer()
+    tokenizer = tokenizer or make_tokenizer()
     torch.manual_seed(seed)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -74,9 +75,9 @@ def make_causal_lm(directory: Path, seed: int = 0) -> Path:
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=256,
-        pad_token_id=0,
-        eos_token_id=1,
-        bos_token_id=1,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.eos_token_id,
     )
     LlamaForCausalLM(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)

@@ -36,23 +36,7 @@ def other_tokenizer():
 
 def make_other_lm(directory: Path, seed: int) -> Path:
     """A tiny Llama like conftest's, on `other_tokenizer`."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = other_tokenizer()
-    torch.manual_seed(seed)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    LlamaForCausalLM(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
+    return make_causal_lm(directory, seed, other_tokenizer())
 
 
 def demo_nll(base, base_tokenizer, residual=None, residual_tokenizer=None, vocab_map=None):

@@ -87,6 +87,7 @@ def _choose(
     return int(top.indices[pick])
 
 
+@torch.no_grad()
 def decode_with_residual(
     base_model,
     base_tokenizer,
@@ -104,66 +105,51 @@ def decode_with_residual(
     `valuefn.token_guidance`).
     """
     with decoding_threads(base_model, settings.threads):
-        return _decode_with_residual(
-            base_model, base_tokenizer, residual, residual_tokenizer, prompt_texts, settings,
-            seeds, vocab_map,
-        )  # fmt: skip
+        if len(seeds) != len(prompt_texts):
+            raise ValueError(f"{len(prompt_texts)} prompts but {len(seeds)} seeds")
+        if not prompt_texts:
+            return []
+        eos = base_tokenizer.eos_token_id
+        pad = base_tokenizer.pad_token_id if base_tokenizer.pad_token_id is not None else eos
+        same_ids = residual is None or _same_ids_map(residual_tokenizer, base_tokenizer, vocab_map)
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
+        device = base_model.device
 
-
-@torch.no_grad()
-def _decode_with_residual(
-    base_model,
-    base_tokenizer,
-    residual: ResidualValueNetwork | None,
-    residual_tokenizer,
-    prompt_texts: Sequence[str],
-    settings: TokenGuidanceSettings,
-    seeds: Sequence[int],
-    vocab_map: VocabularyMap | None,
-) -> list[tuple[list[int], bool]]:
-    if len(seeds) != len(prompt_texts):
-        raise ValueError(f"{len(prompt_texts)} prompts but {len(seeds)} seeds")
-    if not prompt_texts:
-        return []
-    eos = base_tokenizer.eos_token_id
-    pad = base_tokenizer.pad_token_id if base_tokenizer.pad_token_id is not None else eos
-    same_ids = residual is None or _same_ids_map(residual_tokenizer, base_tokenizer, vocab_map)
-    generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
-    device = base_model.device
-
-    prompt_ids = [base_tokenizer(t, add_special_tokens=False).input_ids for t in prompt_texts]
-    ids, mask, positions = (t.to(device) for t in left_pad(prompt_ids, pad))
-    base_cache = residual_cache = None
-    responses: list[list[int]] = [[] for _ in prompt_texts]
-    ended = [False] * len(prompt_texts)
-    for _ in range(settings.max_new_tokens):
-        out = base_model(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=base_cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        base_cache, log_probs = out.past_key_values, out.logits[:, -1].float()
-        if residual is not None:
-            if same_ids:
-                r, residual_cache = residual.step(ids, mask, positions, residual_cache)
-            else:
-                texts = [base_tokenizer.decode(r, skip_special_tokens=True) for r in responses]
-                r = read_residual(residual, residual_tokenizer, prompt_texts, texts)
-            log_probs = guided_log_probs(log_probs, r.to(device), residual.connection, vocab_map)
-        step = []
-        for b, generator in enumerate(generators):
-            token = eos if ended[b] else _choose(log_probs[b].cpu(), settings, generator)
-            if not ended[b] and token == eos:
-                ended[b] = True
-            elif not ended[b]:
-                responses[b].append(token)
-            step.append(token)
-        if all(ended):
-            break
-        ids = torch.tensor([[t] for t in step], device=device)
-        mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
-        positions = positions[:, -1:] + 1
-    return [(response, done) for response, done in zip(responses, ended, strict=True)]
+        prompt_ids = [base_tokenizer(t, add_special_tokens=False).input_ids for t in prompt_texts]
+        ids, mask, positions = (t.to(device) for t in left_pad(prompt_ids, pad))
+        base_cache = residual_cache = None
+        responses: list[list[int]] = [[] for _ in prompt_texts]
+        ended = [False] * len(prompt_texts)
+        for _ in range(settings.max_new_tokens):
+            out = base_model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=base_cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+            base_cache, log_probs = out.past_key_values, out.logits[:, -1].float()
+            if residual is not None:
+                if same_ids:
+                    r, residual_cache = residual.step(ids, mask, positions, residual_cache)
+                else:
+                    texts = [base_tokenizer.decode(r, skip_special_tokens=True) for r in responses]
+                    r = read_residual(residual, residual_tokenizer, prompt_texts, texts)
+                log_probs = guided_log_probs(
+                    log_probs, r.to(device), residual.connection, vocab_map
+                )
+            step = []
+            for b, generator in enumerate(generators):
+                token = eos if ended[b] else _choose(log_probs[b].cpu(), settings, generator)
+                if not ended[b] and token == eos:
+                    ended[b] = True
+                elif not ended[b]:
+                    responses[b].append(token)
+                step.append(token)
+            if all(ended):
+                break
+            ids = torch.tensor([[t] for t in step], device=device)
+            mask = torch.cat([mask, torch.ones_like(ids)], dim=1)
+            positions = positions[:, -1:] + 1
+        return [(response, done) for response, done in zip(responses, ended, strict=True)]

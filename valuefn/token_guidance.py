@@ -194,6 +194,7 @@ def decoding_threads(model, threads: int | None) -> Iterator[None]:
             torch.set_num_threads(previous)
 
 
+@torch.no_grad()
 def decode_batch(
     model,
     eos_token_id: int,
@@ -203,45 +204,36 @@ def decode_batch(
 ) -> list[tuple[list[int], bool]]:
     """Decode prompts together; per prompt (response token ids without EOS, ended with EOS)."""
     with decoding_threads(model, settings.threads):
-        return _decode_batch(model, eos_token_id, prompts, scorer, settings)
-
-
-@torch.no_grad()
-def _decode_batch(
-    model,
-    eos_token_id: int,
-    prompts: Sequence[GuidedPrompt],
-    scorer: TokenScorer | None,
-    settings: TokenGuidanceSettings,
-) -> list[tuple[list[int], bool]]:
-    ids = [p.ids for p in prompts]
-    policy, _ = CachedRows.read(model, ids, eos_token_id, _logits, logits_to_keep=1)
-    if scorer is not None:
-        scorer.start(prompts)
-    generators = [torch.Generator().manual_seed(p.seed) for p in prompts]
-    responses: list[list[int]] = [[] for _ in prompts]
-    ended = [False] * len(prompts)
-    active = list(range(len(prompts)))  # the prompt of each row still decoding
-    temperature = max(settings.temperature, 1e-6)
-    for step in range(settings.max_new_tokens):
-        rows = [responses[i] for i in active]
-        tokens, probs = step_distribution(policy.last, rows, scorer, settings.top_k, temperature)
-        choice = _choose(probs, [generators[i] for i in active], settings.greedy)
-        chosen = tokens.gather(1, choice[:, None])[:, 0]
-        going = chosen != eos_token_id
-        for i, token, goes in zip(active, chosen.tolist(), going.tolist(), strict=True):
-            if goes:
-                responses[i].append(token)
-            else:
-                ended[i] = True
-        keep = going.nonzero()[:, 0]
-        active = [active[j] for j in keep.tolist()]
-        if not active or step + 1 == settings.max_new_tokens:
-            break
-        policy = policy.select(keep).advanced(model, chosen[keep], _logits, logits_to_keep=1)
+        ids = [p.ids for p in prompts]
+        policy, _ = CachedRows.read(model, ids, eos_token_id, _logits, logits_to_keep=1)
         if scorer is not None:
-            scorer.advance(keep, chosen[keep])
-    return list(zip(responses, ended, strict=True))
+            scorer.start(prompts)
+        generators = [torch.Generator().manual_seed(p.seed) for p in prompts]
+        responses: list[list[int]] = [[] for _ in prompts]
+        ended = [False] * len(prompts)
+        active = list(range(len(prompts)))  # the prompt of each row still decoding
+        temperature = max(settings.temperature, 1e-6)
+        for step in range(settings.max_new_tokens):
+            rows = [responses[i] for i in active]
+            tokens, probs = step_distribution(
+                policy.last, rows, scorer, settings.top_k, temperature
+            )
+            choice = _choose(probs, [generators[i] for i in active], settings.greedy)
+            chosen = tokens.gather(1, choice[:, None])[:, 0]
+            going = chosen != eos_token_id
+            for i, token, goes in zip(active, chosen.tolist(), going.tolist(), strict=True):
+                if goes:
+                    responses[i].append(token)
+                else:
+                    ended[i] = True
+            keep = going.nonzero()[:, 0]
+            active = [active[j] for j in keep.tolist()]
+            if not active or step + 1 == settings.max_new_tokens:
+                break
+            policy = policy.select(keep).advanced(model, chosen[keep], _logits, logits_to_keep=1)
+            if scorer is not None:
+                scorer.advance(keep, chosen[keep])
+        return list(zip(responses, ended, strict=True))
 
 
 def decode(
