@@ -386,7 +386,9 @@ def run(
     pipeline = Pipeline(cfg)
     values, training = train_iterations(pipeline)
     value_dirs = [v.file(VALUE_DIR) for v in values]
+    t0 = time.time()
     guides = neighbour_guides(cfg, list(methods))
+    timings = {"neighbour-training": time.time() - t0} if guides else {}
 
     prompts = evaluation_prompts(cfg, split)
     reward = build_run_reward(cfg)
@@ -394,7 +396,7 @@ def run(
         reward.score(prompts["prompt"].tolist(), prompts["reference"].tolist()),
         index=prompts["id"].to_numpy(),
     )
-    long_rows, quality, timings = [], [], {}
+    long_rows, quality = [], []
 
     def add(method: str, u: int, seed: int, rewards: pd.Series) -> None:
         long_rows.extend(

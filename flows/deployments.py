@@ -1,8 +1,10 @@
 """The deployments `iro serve` registers and serves (prefect.yaml describes the same for workers).
 
 - `iro-iteration/default`, `iro-pipeline/default`, `iro-baselines/default`, `vas/default`,
-  `ivl/default`: triggered by hand from the UI or `prefect deployment run`; their default `config` is the one
-  `iro serve` was given.
+  `ivl/default`: triggered by hand from the UI or `prefect deployment run`; their default `config`
+  is the one `iro serve` was given.
+- `iro-decode/default`: a finished run's aligned policy answering prompts, with other runs' value
+  models and a strength per run chosen per request.
 - `winrate-report/daily`: the report flow (flows/report.py) on a cron schedule, optionally paused.
 
 No deployment has a concurrency limit: different runs proceed in parallel, and work on the same
@@ -16,6 +18,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.types.entrypoint import EntrypointType
 
 from flows.baselines import iro_baselines
+from flows.decode import iro_decode
 from flows.iteration import iro_iteration
 from flows.ivl import ivl_pipeline
 from flows.pipeline import iro_pipeline
@@ -37,7 +40,14 @@ def build_deployments(
             # import by module name: works wherever the project is installed, whatever the cwd
             entrypoint_type=EntrypointType.MODULE_PATH,
         )
-        for flow in (iro_iteration, iro_pipeline, iro_baselines, vas_pipeline, ivl_pipeline)
+        for flow in (
+            iro_iteration,
+            iro_pipeline,
+            iro_baselines,
+            vas_pipeline,
+            ivl_pipeline,
+            iro_decode,
+        )
     ]
     report = report_deployment(report_cron)
     report.paused = pause_report

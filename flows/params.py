@@ -12,14 +12,15 @@ from prefect.runtime import flow_run
 from prefect.settings import PREFECT_LOGGING_EXTRA_LOGGERS
 from pydantic import Field
 
-from iro.base.config import RunConfig, load_config
+from iro.base.config import RUN_NAME_PATTERN, RunConfig, load_config
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 
 # Constraints travel into the deployment's parameter schema; descriptions come from each flow's
 # "Args:" docstring section, which is what Prefect shows in the run form.
 ConfigPath = Annotated[str, Field(min_length=1)]
-RunName = Annotated[str | None, Field(pattern=r"^[a-z0-9][a-z0-9-]*$")]
+ExistingRun = Annotated[str, Field(pattern=RUN_NAME_PATTERN)]
+RunName = ExistingRun | None
 Overrides = dict[str, Any] | None
 Iteration = Annotated[int, Field(ge=1)]
 

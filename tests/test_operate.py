@@ -24,6 +24,7 @@ def test_deployments_have_typed_parameters_and_the_serve_config_as_default(monke
         ("iro-baselines", "default"),
         ("vas", "default"),
         ("ivl", "default"),
+        ("iro-decode", "default"),
         ("winrate-report", "daily"),
     ]
     assert all(d.parameters == {"config": "configs/demo.yaml"} for d in deployments[:-1])
@@ -31,6 +32,17 @@ def test_deployments_have_typed_parameters_and_the_serve_config_as_default(monke
     assert schema["iteration"]["type"] == "integer" and schema["iteration"]["minimum"] == 1
     assert schema["iteration"]["description"].startswith("k;")
     assert {"config", "iteration", "run_name", "overrides"} == set(schema)
+
+
+def test_the_decode_deployment_asks_for_a_run_and_prompts_and_takes_a_strength_per_run():
+    decode = build_deployments("configs/demo.yaml", "0 6 * * *")[-2]
+    schema = decode._parameter_openapi_schema.model_dump()
+    assert set(schema["required"]) == {"run", "prompts"}
+    fields = schema["properties"]
+    assert fields["prompts"]["minItems"] == 1
+    strength = fields["strengths"]["anyOf"][0]["additionalProperties"]
+    assert strength["type"] == "number" and strength["minimum"] == 0
+    assert fields["strengths"]["description"].startswith("strength per run name")
 
 
 def test_the_report_runs_on_its_cron_schedule_and_can_be_deployed_paused():

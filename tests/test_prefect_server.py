@@ -152,9 +152,11 @@ def server(tmp_path_factory) -> Iterator[Server]:
         yield running
 
 
-def deployment_run(server: Server, *args: str) -> tuple[subprocess.CompletedProcess, UUID | None]:
+def deployment_run(
+    server: Server, *args: str, deployment: str = "iro-iteration/default"
+) -> tuple[subprocess.CompletedProcess, UUID | None]:
     result = subprocess.run(
-        [*PREFECT, "deployment", "run", "iro-iteration/default", *args],
+        [*PREFECT, "deployment", "run", deployment, *args],
         cwd=REPO,
         env=server.env,
         capture_output=True,
@@ -250,6 +252,22 @@ def test_iteration_without_its_predecessor_fails_naming_it(server):
     log = run_logs(server, flow_run_id)
     assert "iteration 1 of run 'e2e' has not finished" in log, log
     assert "building" not in log
+
+
+def test_a_finished_run_answers_prompts_through_the_decode_deployment(server, first_run):
+    prompts = ["Return the number of items.", "Open a file and return a stream."]
+    request = json.dumps({"run": "e2e", "prompts": prompts, "strengths": {"e2e": 2.0}})
+    result, flow_run_id = deployment_run(
+        server, "--params", request, "--watch", deployment="iro-decode/default"
+    )
+    assert result.returncode == 0 and "Completed" in result.stdout, result.stdout[-3000:]
+    with server.client() as client:
+        (artifact,) = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
+    assert artifact.key == "e2e-decode" and [row["prompt"] for row in rows] == prompts
+    assert all(row["iteration"] == 1 and isinstance(row["response"], str) for row in rows), rows
 
 
 def chromium(*args: str) -> subprocess.CompletedProcess:
