@@ -73,6 +73,14 @@ def test_paper_configs_hold_the_paper_settings():
     assert uf.value.betas(3) == [1.0, 2.0, 2.5] and uf.report.alpaca_eval
 
 
+def test_the_ivl_transfer_config_trains_against_a_small_base_and_decodes_a_larger_one():
+    cfg = load_config(CONFIGS / "ivl-transfer.yaml")
+    assert cfg.ivl.train_base == cfg.ivl.backbone == "TinyLlama/TinyLlama_v1.1"
+    assert cfg.policy.model == "meta-llama/Llama-2-7b-hf"  # same tokenizer: ids shared directly
+    assert cfg.ivl.response_field == cfg.data.reference_field == "response"
+    assert cfg.ivl.norm_penalty > 0 and not cfg.data.use_chat_template
+
+
 def test_token_counts_follow_the_formulas():
     cfg = parse_config(small_config())
     prompt = 64 - 7  # the longest prompt the run accepts
