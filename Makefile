@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 REQS := $(wildcard requirements/*.txt) pyproject.toml
 
-.PHONY: install ui-deps demo bench bench-quick test test-fast lint format clean-store
+.PHONY: install ui-deps db-deps demo bench bench-quick test test-fast lint format clean-store
 
 install: $(STAMP)
 
@@ -35,7 +35,11 @@ bench-quick: install
 ui-deps:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 
-test: install ui-deps
+# PostgreSQL for the Prefect server tests on a real database (Debian package); a no-op once installed
+db-deps:
+	ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq postgresql)
+
+test: install ui-deps db-deps
 	$(PY) -m pytest tests
 
 test-fast: install

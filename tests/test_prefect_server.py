@@ -10,14 +10,15 @@ import re
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from uuid import UUID
 
@@ -32,6 +33,7 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 
+from tests.postgres import PostgresDatabase, postgres_database
 from tests.test_end_to_end import STAGES, tiny_config
 
 pytestmark = pytest.mark.slow
@@ -59,6 +61,7 @@ class Server:
     env: dict[str, str]
     store: Path
     logs: Path
+    database: PostgresDatabase | None = None  # None: SQLite under PREFECT_HOME
 
     def client(self) -> SyncPrefectClient:
         return SyncPrefectClient(self.api_url)
@@ -111,10 +114,16 @@ def wait_for(what: str, ready, proc: subprocess.Popen, log: Path, timeout: float
 
 
 @contextmanager
-def served(tmp: Path, config: Path, serve_env: dict[str, str] | None = None) -> Iterator[Server]:
-    """A Prefect server on a free loopback port (PREFECT_HOME `tmp/prefect`) and `iro serve
-    --config config` registered with it, both stopped when the block ends. `serve_env` is added
-    to the serving process's environment only (the server and `Server.env` never see it)."""
+def served(
+    tmp: Path,
+    config: Path,
+    serve_env: dict[str, str] | None = None,
+    database_url: str | None = None,
+) -> Iterator[Server]:
+    """A Prefect server on a free loopback port (PREFECT_HOME `tmp/prefect`; its database SQLite
+    there, or `database_url`) and `iro serve --config config` registered with it, both stopped
+    when the block ends. `serve_env` is added to the serving process's environment only (the
+    server and `Server.env` never see it)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     env = {
@@ -127,6 +136,7 @@ def served(tmp: Path, config: Path, serve_env: dict[str, str] | None = None) -> 
     }
     server_log, serve_log = tmp / "server.log", tmp / "serve.log"
     start = [sys.executable, "-m", "iro.app.cli", "server", "start", "--port", str(port)]
+    start += ["--database-url", database_url] if database_url else []
     with background(start, env, server_log) as proc:
         seconds = wait_for("prefect server", lambda: healthy(url), proc, server_log, 180)
         print(f"prefect server healthy after {seconds:.1f} s")
@@ -145,11 +155,18 @@ def served(tmp: Path, config: Path, serve_env: dict[str, str] | None = None) -> 
             yield Server(url, f"{url}/api", env, tmp / "store", tmp)
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("prefect-server")
-    with served(tmp, tiny_config(tmp)) as running:
-        yield running
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def server(request, tmp_path_factory) -> Iterator[Server]:
+    """Every test of this module on a server with SQLite (Prefect's default) and with PostgreSQL
+    (what a shared deployment uses)."""
+    tmp = tmp_path_factory.mktemp(f"prefect-{request.param}")
+    with ExitStack() as stack:
+        database = None
+        if request.param == "postgresql":
+            database = stack.enter_context(postgres_database(free_port()))
+        url = database.url if database else None
+        running = stack.enter_context(served(tmp, tiny_config(tmp), database_url=url))
+        yield replace(running, database=database)
 
 
 def deployment_run(
@@ -216,6 +233,17 @@ def test_iteration_through_a_deployment_then_a_rerun_reuses_every_stage(server, 
     second = trigger_iteration_1(server)
     log = run_logs(server, second)
     assert log.count("iro.pipeline.runner: reusing") == 4 and "building" not in log, log
+
+
+def test_flow_runs_are_rows_of_the_servers_database(server, first_run):
+    """The server keeps its state where it was told to: PostgreSQL when given, else SQLite."""
+    sql = f"select count(*) from flow_run where id = '{first_run}'"
+    if server.database is not None:
+        assert server.database.query(sql) == ["1"]
+        assert not (Path(server.env["PREFECT_HOME"]) / "prefect.db").exists()
+    else:
+        with sqlite3.connect(Path(server.env["PREFECT_HOME"]) / "prefect.db") as db:
+            assert db.execute(sql).fetchone() == (1,)
 
 
 def iteration_runs(server: Server) -> set[UUID]:
