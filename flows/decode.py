@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
 from pydantic import Field
 
-from flows.params import DEFAULT_CONFIG, ConfigPath, ExistingRun, Overrides, run_config
+from flows.params import DEFAULT_CONFIG, ConfigPath, ExistingRun, Iteration, Overrides, run_config
 from iro.pipeline.aligned import answer
 from tasks.publish import artifact_key
 
@@ -26,7 +26,7 @@ def iro_decode(
     prompts: Prompts,
     config: ConfigPath = DEFAULT_CONFIG,
     mode: str | None = None,
-    iteration: Annotated[int | None, Field(ge=1)] = None,
+    iteration: Iteration | None = None,
     with_runs: RunRefs | None = None,
     strengths: Strengths = None,
     overrides: Overrides = None,

@@ -39,7 +39,7 @@ class PostgresDatabase:
         result = subprocess.run(
             [*self.as_user, str(self.bin_dir / "psql"), "-h", "127.0.0.1", "-p", str(self.port),
              "-U", "postgres", "-d", DATABASE, "-tAc", sql],
-            capture_output=True, text=True, timeout=60, check=True,
+            capture_output=True, text=True, timeout=60, check=True, cwd="/",
         )  # fmt: skip
         return result.stdout.split()
 
@@ -64,20 +64,25 @@ def postgres_database(port: int) -> Iterator[PostgresDatabase]:
         shutil.chown(root, "postgres", "postgres")
 
     def run(*args: str) -> None:
-        subprocess.run([*as_user, *args], capture_output=True, text=True, timeout=120, check=True)
+        done = subprocess.run(
+            [*as_user, *args], cwd=root, capture_output=True, text=True, timeout=120
+        )
+        if done.returncode != 0:
+            pytest.fail(f"{Path(args[0]).name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
 
     server = None
     try:
         run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
             "-E", "UTF8", "--no-sync")  # fmt: skip
-        server = subprocess.Popen(
-            [*as_user, str(bin_dir / "postgres"), "-D", str(data), "-h", "127.0.0.1",
-             "-p", str(port), "-k", str(root), "-F"],
-            stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+        with log.open("w") as out:  # the server keeps its own copy of the descriptor
+            server = subprocess.Popen(
+                [*as_user, str(bin_dir / "postgres"), "-D", str(data), "-h", "127.0.0.1",
+                 "-p", str(port), "-k", str(root), "-F"],
+                cwd=root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
         ready = [*as_user, str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)]
         deadline = time.monotonic() + 60
-        while subprocess.run(ready, capture_output=True).returncode != 0:
+        while subprocess.run(ready, cwd=root, capture_output=True).returncode != 0:
             if server.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"PostgreSQL did not start:\n{log.read_text()[-3000:]}")
             time.sleep(0.5)

@@ -242,8 +242,11 @@ def test_flow_runs_are_rows_of_the_servers_database(server, first_run):
         assert server.database.query(sql) == ["1"]
         assert not (Path(server.env["PREFECT_HOME"]) / "prefect.db").exists()
     else:
-        with sqlite3.connect(Path(server.env["PREFECT_HOME"]) / "prefect.db") as db:
+        db = sqlite3.connect(Path(server.env["PREFECT_HOME"]) / "prefect.db")
+        try:
             assert db.execute(sql).fetchone() == (1,)
+        finally:
+            db.close()
 
 
 def iteration_runs(server: Server) -> set[UUID]:

@@ -173,9 +173,11 @@ def test_a_run_name_cannot_leave_the_store(name, tmp_path):
 
 
 def test_the_flow_parameter_and_the_config_share_the_run_name_rule():
-    from flows.params import RunName
+    from flows.params import ExistingRun, RunName
 
-    pattern = next(m.pattern for m in RunName.__metadata__[0].metadata if hasattr(m, "pattern"))
+    assert ExistingRun in RunName.__args__  # the optional run_name of the flows, and decode's run
+    metadata = ExistingRun.__metadata__[0].metadata
+    pattern = next(m.pattern for m in metadata if hasattr(m, "pattern"))
     assert pattern == RUN_NAME_PATTERN
 
 
