@@ -15,9 +15,9 @@ In one process, on the same held-out prompts, seeds and reward:
   rests on (IRO at U=4 minus BoN-4, iteration 2 minus iteration 1, IRO at U=4 minus BoN-16);
 - how well V_k ranks partial responses (after 8, 16, 24 tokens) of held-out plain samples.
 
-Writes benchmarks/results/iro_vs_bon-<size>.json and .md and two PNG plots beside them (the
-name also carries the split when it is not the held-out one, and the config when it is not the
-demo's: iro_vs_bon-quick-sentiment.md).
+Writes benchmarks/results/iro_vs_bon-<size>.json and .md, two PNG plots and the per-prompt
+rewards of every method and seed (-rewards.csv) beside them (the name also carries the split when
+it is not the held-out one, and the config when it is not the demo's: iro_vs_bon-quick-sentiment.md).
 Seeds vary the decoding; the value models are trained once (config seed), which the report says.
 """
 
@@ -234,7 +234,8 @@ def summarise(rewards: pd.DataFrame, reference: pd.Series) -> tuple[list[dict], 
     pairs += [(later, earlier) for earlier, later in itertools.pairwise(iro)]
     pairs += [(m, "bon-16") for m in wins.columns if m.endswith("-u16")]
     neighbours = [m for m in wins.columns if m.startswith(("vas-", "ivl"))]  # --methods
-    pairs += [(m, "bon-4") for m in neighbours] + [(iro[-1], m) for m in neighbours if iro]
+    pairs += [(m, "base") for m in neighbours] + [(m, "bon-4") for m in neighbours]
+    pairs += [(iro[-1], m) for m in neighbours if iro]
     differences = []
     for a, b in pairs:
         both = wins[[a, b]].dropna()
@@ -438,6 +439,9 @@ def run(
         out_dir.mkdir(parents=True, exist_ok=True)
         result["plots"] = plot(methods, stem)
         atomic_write_json(stem.with_suffix(".json"), result)
+        # per prompt and seed, for comparisons this report does not make
+        rows = pd.DataFrame(long_rows).to_csv(index=False, float_format="%.6g")
+        atomic_write_text(stem.with_name(f"{stem.name}-rewards.csv"), rows)
         atomic_write_text(stem.with_suffix(".md"), markdown(result))
         return result
 

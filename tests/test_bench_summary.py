@@ -46,6 +46,22 @@ def test_summary_pairs_methods_on_the_same_prompts_and_averages_seeds():
     assert vs_bon16["win_rate_difference"] == pytest.approx(-0.5) and vs_bon16["supported"]
 
 
+def test_a_neighbour_is_compared_with_the_base_at_its_own_budget_and_with_best_of_4():
+    reference = pd.Series([0.5] * 4, index=[f"p{i}" for i in range(4)])
+    rows = [
+        {"method": method, "u": u, "seed": 0, "prompt_id": p, "reward": reward}
+        for p in reference.index
+        for method, u, reward in (
+            ("base", 1, 0.4), ("bon-4", 4, 0.6), ("iro-iter1", 4, 0.6), ("vas-iter1", 1, 0.6),
+        )
+    ]  # fmt: skip
+    _, differences = bench.summarise(pd.DataFrame(rows), reference)
+    pairs = {(d["a"], d["b"]): d["win_rate_difference"] for d in differences}
+    assert pairs[("vas-iter1", "base")] == pytest.approx(1.0)
+    assert pairs[("vas-iter1", "bon-4")] == pytest.approx(0.0)
+    assert pairs[("iro-iter1", "vas-iter1")] == pytest.approx(0.0)
+
+
 def test_a_partial_run_says_so_and_a_complete_one_does_not():
     result = {
         "size": "quick", "split": "test", "prompts": 2, "seeds": [0], "train_seed": 0,
