@@ -52,7 +52,8 @@ def test_a_neighbour_is_compared_with_the_base_at_its_own_budget_and_with_best_o
         {"method": method, "u": u, "seed": 0, "prompt_id": p, "reward": reward}
         for p in reference.index
         for method, u, reward in (
-            ("base", 1, 0.4), ("bon-4", 4, 0.6), ("iro-iter1", 4, 0.6), ("vas-iter1", 1, 0.6),
+            ("base", 1, 0.4), ("bon-4", 4, 0.6), ("bon-16", 16, 0.6), ("iro-iter1", 4, 0.6),
+            ("vas-iter1", 1, 0.6),
         )
     ]  # fmt: skip
     _, differences = bench.summarise(pd.DataFrame(rows), reference)
