@@ -74,7 +74,7 @@ def test_paper_configs_hold_the_paper_settings():
 
 
 def test_the_ivl_transfer_config_trains_against_a_small_base_and_decodes_a_larger_one():
-    cfg = load_config(CONFIGS / "ivl-transfer.yaml")
+    cfg = load_config(CONFIGS / "paper-ivl-transfer.yaml")
     assert cfg.ivl.train_base == cfg.ivl.backbone == "TinyLlama/TinyLlama_v1.1"
     assert cfg.policy.model == "meta-llama/Llama-2-7b-hf"  # same tokenizer: ids shared directly
     assert cfg.ivl.response_field == cfg.data.reference_field == "response"
