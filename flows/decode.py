@@ -12,11 +12,15 @@ from prefect.artifacts import create_table_artifact
 from pydantic import Field
 
 from flows.params import DEFAULT_CONFIG, ConfigPath, ExistingRun, Iteration, Overrides, run_config
-from iro.pipeline.aligned import answer
+from iro.base.config import RUN_NAME_PATTERN
+from iro.pipeline.aligned import answer, answer_records
 from tasks.publish import artifact_key
 
 Prompts = Annotated[list[str], Field(min_length=1)]
-RunRefs = list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*(@[1-9][0-9]*)?$")]]
+# RUN or RUN@ITERATION (aligned.parse_run_ref)
+RunRefs = list[
+    Annotated[str, Field(pattern=RUN_NAME_PATTERN.removesuffix("$") + "(@[1-9][0-9]*)?$")]
+]
 Strengths = dict[str, Annotated[float, Field(ge=0)]] | None
 
 
@@ -48,15 +52,7 @@ def iro_decode(
     outputs = answer(
         store_root, run, prompts, mode, iteration, with_runs or (), strengths, overrides
     )
-    rows = [
-        {
-            "prompt": row.prompt,
-            "response": row.response,
-            "mode": row.mode,
-            "iteration": int(row.iteration),
-        }
-        for row in outputs.itertuples()
-    ]
+    rows = answer_records(outputs)
     create_table_artifact(
         key=artifact_key(run, "decode"),
         table=rows,

@@ -104,11 +104,11 @@ def decode_with_residual(
     rendered (chat template) text. On CPU it runs with `settings.threads` torch threads (see
     `valuefn.token_guidance`).
     """
+    if len(seeds) != len(prompt_texts):
+        raise ValueError(f"{len(prompt_texts)} prompts but {len(seeds)} seeds")
+    if not prompt_texts:
+        return []
     with decoding_threads(base_model, settings.threads):
-        if len(seeds) != len(prompt_texts):
-            raise ValueError(f"{len(prompt_texts)} prompts but {len(seeds)} seeds")
-        if not prompt_texts:
-            return []
         eos = base_tokenizer.eos_token_id
         pad = base_tokenizer.pad_token_id if base_tokenizer.pad_token_id is not None else eos
         same_ids = residual is None or _same_ids_map(residual_tokenizer, base_tokenizer, vocab_map)

@@ -116,7 +116,7 @@ def _strengths(pairs: list[str]) -> dict[str, float]:
 def _cmd_decode(args: argparse.Namespace) -> int:
     """Answer prompts with the aligned policy of a run: pi_base guided by its value models."""
     prepare_environment()
-    from iro.pipeline.aligned import answer
+    from iro.pipeline.aligned import answer, answer_records
 
     prompts = [args.prompt] if args.prompt else Path(args.prompts_file).read_text().splitlines()
     outputs = answer(
@@ -129,17 +129,8 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         _strengths(args.beta),
         _overrides(args.set),
     )
-    for row in outputs.itertuples():
-        print(
-            json.dumps(
-                {
-                    "prompt": row.prompt,
-                    "response": row.response,
-                    "mode": row.mode,
-                    "iteration": int(row.iteration),
-                }
-            )
-        )
+    for record in answer_records(outputs):
+        print(json.dumps(record))
     return 0
 
 

@@ -90,3 +90,16 @@ def answer(
     mode = mode or cfg.decode.mode
     outputs = decode(cfg, frame, mode, value_dirs, cfg.seed, betas=betas)
     return outputs.assign(mode=mode, iteration=summary["iteration"])
+
+
+def answer_records(outputs: pd.DataFrame) -> list[dict[str, Any]]:
+    """`answer`'s outputs as JSON-ready records: what `iro decode` prints and `iro-decode` returns."""
+    return [
+        {
+            "prompt": row.prompt,
+            "response": row.response,
+            "mode": row.mode,
+            "iteration": int(row.iteration),
+        }
+        for row in outputs.itertuples()
+    ]
