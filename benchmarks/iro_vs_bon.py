@@ -176,7 +176,9 @@ def value_quality(cfg: RunConfig, values: list[Artifact], pool: pd.DataFrame) ->
     task_prompts = dict(zip(pool["prompt_text"], pool["prompt"], strict=True))
     prior = _memoised(reward_prior(cfg, task_prompts))  # every member reads the same prefixes
     loaded = build_value_ensemble(cfg, [v.file(VALUE_DIR) for v in values], task_prompts)
-    ensemble = ValueEnsemble(loaded.members, loaded.max_length, loaded.batch_size, prior)
+    ensemble = ValueEnsemble(
+        loaded.members, loaded.max_length, loaded.batch_size, prior, loaded.score_dtype
+    )
     cache: dict[tuple[int, int], np.ndarray] = {}
 
     def member(i: int):

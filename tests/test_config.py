@@ -50,7 +50,7 @@ def test_the_shipped_configs_are_all_checked_here():
 def test_demo_config_resolves_to_the_embedded_demo():
     cfg = load_config(CONFIGS / "demo.yaml")
     assert (cfg.run_name, cfg.seed, cfg.iterations) == ("demo", 0, 2)
-    assert (cfg.policy.engine, cfg.policy.dtype, cfg.policy.endpoint) == ("auto", "float32", None)
+    assert (cfg.policy.engine, cfg.policy.dtype, cfg.policy.endpoint) == ("auto", "bfloat16", None)
     assert cfg.data.dataset == "data/pydocs.jsonl.gz"
     assert (cfg.data.prompts_per_iteration, cfg.data.eval_prompts) == (128, 64)
     assert cfg.data.prompt_template.endswith("in one short sentence.\n\n{prompt}")

@@ -77,6 +77,21 @@ def test_value_shift_is_beta_times_centred_value_of_each_extension(ensemble, tin
     np.testing.assert_allclose(shifts, 2.0 * (full - full.mean()), atol=1e-5)
 
 
+def test_value_shift_in_bf16_agrees_with_float32(ensemble, tiny_tokenizer):
+    bf16 = ValueEnsemble(
+        ensemble.members, ensemble.max_length, ensemble.batch_size, score_dtype=torch.bfloat16
+    )
+    candidates = torch.tensor([[5, 9, 12]])
+    shifts = []
+    for values in (ensemble, bf16):
+        scorer = ValueShift(values, beta=1.0, policy_tokenizer=tiny_tokenizer)
+        scorer.start([prompt(tiny_tokenizer, "the list of data")])
+        scorer.advance(torch.tensor([0]), torch.tensor([7]))
+        shifts.append(scorer.shifts([[7]], candidates)[0].numpy())
+    np.testing.assert_allclose(shifts[1], shifts[0], atol=0.1)
+    assert not np.array_equal(shifts[1], shifts[0])  # it did run in bf16
+
+
 def test_decoding_is_seeded_and_respects_the_budget(policy, ensemble, tiny_tokenizer):
     settings = TokenGuidanceSettings(top_k=6, max_new_tokens=7, temperature=1.0)
 

@@ -254,6 +254,21 @@ def test_incremental_scoring_matches_full_forward(tiny_lm, tiny_tokenizer, tmp_p
     assert truncated[0] == pytest.approx(model(ids, torch.ones_like(ids))[0, -1].item(), abs=1e-5)
 
 
+def test_bf16_scoring_agrees_with_float32_to_bf16_precision(tiny_lm, tiny_tokenizer, tmp_path):
+    torch.manual_seed(5)
+    model = TokenValueModel.from_causal_lm(str(tiny_lm))
+    torch.nn.init.normal_(model.value_head.weight, std=1.0)
+    model.save(tmp_path / "v", tiny_tokenizer)
+    prompts = ["the list of data"] * 3 + ["a file"]
+    responses = ["returns a value", "", "one short sentence of the file", "the"]
+    ended = [True, False, False, False]
+    exact = ValueEnsemble.load([tmp_path / "v"], [1.0], 64, 2).score(prompts, responses, ended)
+    bf16 = ValueEnsemble.load([tmp_path / "v"], [1.0], 64, 2, score_dtype=torch.bfloat16)
+    fast = bf16.score(prompts, responses, ended)
+    np.testing.assert_allclose(fast, exact, rtol=0.05, atol=0.05)
+    assert not np.array_equal(fast, exact)  # it did run in bf16
+
+
 def test_a_value_model_that_cannot_read_the_text_is_refused(tiny_lm, tiny_tokenizer, tmp_path):
     TokenValueModel.from_causal_lm(str(tiny_lm)).save(tmp_path / "v", tiny_tokenizer)
     ensemble = ValueEnsemble.load([tmp_path / "v"], [1.0], max_length=64, batch_size=4)

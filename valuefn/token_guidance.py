@@ -102,24 +102,27 @@ class ValueShift:
         self._caches = []
         for member in self.values.members:
             rows = [member.tokenizer(p.text, add_special_tokens=False).input_ids for p in prompts]
-            cache, _ = member.model.prefill(rows, member.tokenizer.pad_token_id or 0)
+            with self.values.precision():
+                cache, _ = member.model.prefill(rows, member.tokenizer.pad_token_id or 0)
             self._caches.append(cache)
 
     @torch.no_grad()
     def shifts(self, responses: Sequence[Sequence[int]], candidates: torch.Tensor) -> torch.Tensor:
-        member_values = [
-            member.model.candidate_values(cache, candidates).flatten().numpy()
-            for member, cache in zip(self.values.members, self._caches, strict=True)
-        ]
+        with self.values.precision():
+            member_values = [
+                member.model.candidate_values(cache, candidates).flatten().float().numpy()
+                for member, cache in zip(self.values.members, self._caches, strict=True)
+            ]
         total = torch.from_numpy(self.values.combine(member_values)).view(candidates.shape)
         return self.beta * (total - total.mean(dim=1, keepdim=True))
 
     @torch.no_grad()
     def advance(self, keep: torch.Tensor, token_ids: torch.Tensor) -> None:
-        self._caches = [
-            m.model.advance(cache.select(keep), token_ids)
-            for m, cache in zip(self.values.members, self._caches, strict=True)
-        ]
+        with self.values.precision():
+            self._caches = [
+                m.model.advance(cache.select(keep), token_ids)
+                for m, cache in zip(self.values.members, self._caches, strict=True)
+            ]
 
 
 class RewardShift:

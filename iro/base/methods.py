@@ -50,6 +50,7 @@ METHODS: dict[str, Method] = {
                 "search.implicit_reward",
                 "value.beta",
                 "value.max_length",
+                "value.score_dtype",
                 "decode.final_pick",
             ),
         ),
@@ -57,7 +58,13 @@ METHODS: dict[str, Method] = {
             "vas",
             "token",
             uses_values=True,
-            reads=("decode.token_top_k", "decode.guidance_beta", "decode.greedy", "value.beta"),
+            reads=(
+                "decode.token_top_k",
+                "decode.guidance_beta",
+                "decode.greedy",
+                "value.beta",
+                "value.score_dtype",
+            ),
         ),
         Method(
             "args",

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from iro.base.compat import check_value_models
 from iro.base.config import RunConfig
@@ -72,6 +73,7 @@ def build_value_ensemble(
         max_length=cfg.value.max_length,
         batch_size=cfg.value.score_batch_size,
         prior=reward_prior(cfg, task_prompts) if task_prompts is not None else None,
+        score_dtype=getattr(torch, cfg.value.score_dtype),
     )
 
 
