@@ -43,6 +43,8 @@ SPECIAL = {
     "report.judge.api_key_secret": "judge-key",
     "ivl.response_field": "demonstration",
     "ivl.train_base": "embedded:other",
+    "store.options": {"endpoint_url": "http://127.0.0.1:9000"},
+    "value.lora.target_modules": ["q_proj"],
 }
 
 
@@ -73,6 +75,8 @@ def _base_for(key: str) -> dict[str, Any]:
         return WITH_IMPLICIT
     if key.startswith("value.td."):
         return {"value": {"target": "td_lambda"}}
+    if key.startswith("value.lora."):
+        return {"value": {"lora": {}}}
     return {}
 
 

@@ -125,6 +125,9 @@ class PolicyConfig(Section):
     # vLLM memory knobs: the defaults fit this project's 2-core, 24 GiB CPU machines.
     gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
     cpu_kv_cache_gib: int = Field(1, ge=1)
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="vLLM on GPUs: split the policy across this many GPUs of one machine"
+    )
     prompts_per_call: int | None = Field(
         32,
         ge=1,
@@ -291,6 +294,19 @@ class TDConfig(Section):
     )
 
 
+class LoraSettings(Section):
+    """peft LoRA on the value trunk's linear layers (the head is always trained in full)."""
+
+    r: int = Field(16, ge=1)
+    alpha: float = Field(32.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        min_length=1,
+        description="names of the trunk's linear layers that get adapters",
+    )
+
+
 class ValueModelConfig(Section):
     backbone: str = Field(EMBEDDED_MODEL, description="causal LM whose trunk reads the text")
     num_layers: int | None = Field(4, ge=1, description="keep only the first N layers; null = all")
@@ -329,6 +345,18 @@ class ValueModelConfig(Section):
     )
     training: ValueTrainingConfig = Field(default_factory=ValueTrainingConfig)
     init_from_previous: bool = Field(True, description="V_k starts from V_{k-1}")
+    lora: LoraSettings | None = Field(
+        None,
+        description="train low-rank adapters on the value trunk instead of all its weights "
+        "(peft); they are merged into the saved model, so scoring is unchanged",
+    )
+    processes: int = Field(
+        1,
+        ge=1,
+        description="train on this many data-parallel processes (torchrun, one per GPU; TRL's "
+        "trainer through accelerate, DeepSpeed with training.deepspeed); the effective batch is "
+        "processes x per_device_train_batch_size x gradient_accumulation_steps",
+    )
     score_batch_size: int = Field(16, ge=1)
     score_dtype: Literal["float32", "bfloat16"] = Field(
         "float32",
@@ -413,7 +441,19 @@ class EvalConfig(Section):
 
 
 class StoreConfig(Section):
-    root: str = ".iro/store"
+    root: str = Field(
+        ".iro/store",
+        description="a local directory or an fsspec URL (s3://bucket/prefix): with a URL, "
+        "artifacts are built in `cache` and published to the URL, and found there by any machine",
+    )
+    cache: str = Field(
+        ".iro/store-cache", description="with a URL root: the local working copy of its artifacts"
+    )
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec storage options for a URL root (e.g. {endpoint_url: ...}); "
+        "credentials come from the environment (AWS_ACCESS_KEY_ID, ...), never from here",
+    )
 
 
 class JudgeConfig(Section):

@@ -71,6 +71,8 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
         "value.prior_stride",
         "reward.components",  # the prior's reward, read on prefixes
         "value.training",
+        "value.lora",
+        "value.processes",  # the effective batch is processes x the per-device batch
         "seed",
     ),
     **{
@@ -102,11 +104,14 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
 NOT_CONTENT = (
     "cache_dir",
     "store.root",
+    "store.cache",
+    "store.options",
     "policy.max_model_len",  # bounds prompt length (an error), not what is sampled
     "policy.trust_remote_code",  # a permission: the loaded model is the same when it is granted
     "policy.gpu_memory_utilization",
     "policy.cpu_kv_cache_gib",
     "policy.prompts_per_call",  # per-request seeds: the samples do not depend on the grouping
+    "policy.tensor_parallel_size",
     "policy.endpoint.api_key_env",
     "policy.endpoint.timeout_s",
     "policy.endpoint.max_retries",
@@ -156,13 +161,17 @@ def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return leaves
 
 
+# Keys added after artifacts existed, at the value those artifacts were made with
+PREDATED = {"value.head": "scalar", "value.processes": 1}
+
+
 def _unselected(chosen: dict[str, Any], key: str) -> bool:
     """Settings that change nothing unless another setting selects them (value.td without TD
     targets), or that are at the value every artifact made before the key existed was made
-    with (value.head: scalar). Leaving them out keeps those artifacts' ids."""
+    with (PREDATED). Leaving them out keeps those artifacts' ids."""
     if key.startswith("value.td."):
         return chosen.get("value.target") != "td_lambda"
-    return key == "value.head" and chosen[key] == "scalar"
+    return key in PREDATED and chosen[key] == PREDATED[key]
 
 
 def config_slice(cfg: RunConfig, stage: str, value_models: int | None = None) -> dict[str, Any]:
