@@ -483,6 +483,17 @@ class ReportConfig(Section):
     judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
 
+class RayConfig(Section):
+    """Shard generation across Ray workers, each with its own engine; results do not change."""
+
+    workers: int = Field(1, ge=1, description="1: generate in this process; N: N Ray actors")
+    address: str | None = Field(
+        None, description="an existing cluster (ray://host:10001 or auto); null: start a local one"
+    )
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0, description="1 on GPU machines: an engine per GPU")
+
+
 class RunConfig(Section):
     run_name: str = Field("default", pattern=RUN_NAME_PATTERN)
     seed: int = 0
@@ -500,6 +511,7 @@ class RunConfig(Section):
     decode: DecodeConfig = Field(default_factory=DecodeConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    ray: RayConfig = Field(default_factory=RayConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
 
     @model_validator(mode="after")

@@ -106,6 +106,7 @@ NOT_CONTENT = (
     "store.root",
     "store.cache",
     "store.options",
+    "ray",  # shards merge into exactly the single-process result (per-request seeds)
     "policy.max_model_len",  # bounds prompt length (an error), not what is sampled
     "policy.trust_remote_code",  # a permission: the loaded model is the same when it is granted
     "policy.gpu_memory_utilization",
