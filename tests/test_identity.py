@@ -45,6 +45,7 @@ SPECIAL = {
     "ivl.train_base": "embedded:other",
     "store.options": {"endpoint_url": "http://127.0.0.1:9000"},
     "value.lora.target_modules": ["q_proj"],
+    "ray.address": "auto",
 }
 
 
