@@ -16,6 +16,12 @@ the algorithm asks for); value-scoring time is reported as a fraction of the wal
 to benchmarks/results/decode_speed.json. The reference loop takes ~50 s a prompt here, so
 `--reference-prompts 8` bounds the run; its rate does not depend on how many prompts it gets.
 
+"dtypes" measures the vLLM path the way the pipeline runs it, once per policy/scoring precision
+(float32, the earlier default, and bfloat16, the demo's), each in its own process so that the two
+engines never share the cores: plain rollouts at 128 and 512 sequences (--rollout-prompts
+prompts with n = 4 and n = 16, prompts the search never saw) and the guided search above. It is
+written under "dtypes", beside the issue's targets.
+
 "vas" (token-level value guidance, `valuefn.token_guidance`) decodes --vas-prompts prompts of
 --vas-tokens tokens each with top-k --vas-top-k, on transformers with a value model made from the
 policy (fresh heads: speed does not depend on the weights), three ways: a scalar head one prompt
@@ -26,6 +32,7 @@ value forward per step). Its throughput is response tokens per second; it is wri
 
     .venv/bin/python benchmarks/decode_speed.py [--prompts 32] [--engines vllm,hf,reference,vas]
     .venv/bin/python benchmarks/decode_speed.py --engines vas    # token-level VAS only
+    .venv/bin/python benchmarks/decode_speed.py --engines dtypes # float32 vs bfloat16 on vLLM
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -43,7 +52,7 @@ import torch
 
 from iro.base.config import RunConfig
 from iro.base.data import eval_slice, load_prompts, render_prompts
-from iro.base.engines.base import SamplingSettings
+from iro.base.engines.base import ContinuationRequest, SamplingSettings
 from iro.base.engines.factory import get_engine
 from iro.base.engines.hf_engine import HFEngine
 from iro.base.fsutil import atomic_write_json
@@ -55,6 +64,10 @@ from valuefn.search import Candidate, SearchSettings, guided_search, select_dive
 from valuefn.token_guidance import GuidedPrompt, TokenGuidanceSettings, ValueShift, decode
 
 RESULTS = Path(__file__).parent / "results" / "decode_speed.json"
+DTYPES = ("float32", "bfloat16")  # policy dtype and value.score_dtype together
+ROLLOUT_SAMPLES = (4, 16)  # plain samples per prompt: 128 and 512 sequences on 32 prompts
+# from issue 12: half the compute ceiling (~1100 tokens/s), twice the first measured search rate
+TARGETS = {"plain_tokens_per_second": 550, "search_tokens_per_second": 330, "value_fraction": 0.15}
 
 
 class TimedScorer:
@@ -88,6 +101,66 @@ def run_search(engine, tokenizer, texts, ids, settings, sampling, ensemble) -> d
         engine.continue_batch = original
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "sampled_tokens": sampled, "value_seconds": scorer.seconds}
+
+
+def plain_rollout(engine, ids, n: int, max_new_tokens: int, sampling) -> dict:
+    """n plain samples of every prompt in one engine call, as a rollout draws them."""
+    requests = [
+        ContinuationRequest(prefix_ids=tuple(prompt), n=n, max_tokens=max_new_tokens, seed=j)
+        for j, prompt in enumerate(ids)
+    ]
+    started = time.perf_counter()
+    outputs = engine.continue_batch(requests, sampling)
+    seconds = time.perf_counter() - started
+    sampled = sum(len(c.token_ids) + c.ended for cs in outputs for c in cs)
+    return {
+        "sequences": len(ids) * n,
+        "seconds": seconds,
+        "sampled_tokens": sampled,
+        "tokens_per_second": sampled / seconds,
+    }
+
+
+def precision_run(args, dtype: str) -> dict:
+    """This script's vLLM measurements at one precision, in a fresh process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "part.json"
+        command = [
+            sys.executable,
+            __file__,
+            "--engines",
+            "vllm",
+            "--dtype",
+            dtype,
+            "--out",
+            str(out),
+        ]
+        for name in ("prompts", "rollout_prompts", "beams", "children", "chunk_tokens"):
+            command += [f"--{name.replace('_', '-')}", str(getattr(args, name))]
+        subprocess.run(command, check=True)
+        part = json.loads(out.read_text())
+    return {**part["results"]["vllm"], "plain": part["plain"]}
+
+
+def precision_report(args) -> dict:
+    """float32 against bfloat16 on vLLM, with the targets each meets."""
+    runs = {dtype: precision_run(args, dtype) for dtype in DTYPES}
+    for run in runs.values():
+        run["meets"] = {
+            "plain_tokens_per_second": min(p["tokens_per_second"] for p in run["plain"])
+            >= TARGETS["plain_tokens_per_second"],
+            "search_tokens_per_second": run["tokens_per_second"]
+            >= TARGETS["search_tokens_per_second"],
+            "value_fraction": run["value_fraction"] < TARGETS["value_fraction"],
+        }
+    return {
+        "benchmark": "vLLM plain rollouts and guided search, float32 vs bfloat16 (policy and "
+        "value scoring), each precision in its own process",
+        "targets": TARGETS,
+        "machine": machine(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "results": runs,
+    }
 
 
 @torch.no_grad()
@@ -228,6 +301,10 @@ def chunk_report(args, ids, results: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prompts", type=int, default=32)
+    parser.add_argument("--rollout-prompts", type=int, default=32, help="for plain rollouts")
+    parser.add_argument(
+        "--dtype", choices=DTYPES, default="float32", help="policy dtype and value scoring dtype"
+    )
     parser.add_argument("--beams", type=int, default=4)
     parser.add_argument("--children", type=int, default=4)
     parser.add_argument("--chunk-tokens", type=int, default=8)
@@ -236,7 +313,7 @@ def main() -> None:
     parser.add_argument("--kv-cache-gib", type=int, default=RunConfig().policy.cpu_kv_cache_gib)
     parser.add_argument(
         "--engines", default="vllm,hf,reference,vas", help="comma-separated subset ('vas' alone: "
-        "token-level guidance only)",
+        "token-level guidance only; 'dtypes': vLLM at float32 and at bfloat16)",
     )  # fmt: skip
     parser.add_argument("--vas-prompts", type=int, default=8)
     parser.add_argument("--vas-tokens", type=int, default=32)
@@ -252,12 +329,23 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    cfg = RunConfig(policy={"cpu_kv_cache_gib": args.kv_cache_gib})
     engines = set(args.engines.split(","))
+    if "dtypes" in engines:
+        report = previous_report(args.out)
+        report["dtypes"] = precision_report(args)
+        atomic_write_json(args.out, report)
+        print(json.dumps(report["dtypes"]["results"], indent=2))
+        engines.discard("dtypes")
+        if not engines:
+            return
+    cfg = RunConfig(policy={"cpu_kv_cache_gib": args.kv_cache_gib, "dtype": args.dtype})
     model_path = resolve_model(cfg.policy.model)
     settings = SearchSettings(args.beams, args.children, args.chunk_tokens, args.max_new_tokens)
     sampling = SamplingSettings(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.top_k)
-    prompts = eval_slice(load_prompts(cfg.data, cfg.data.eval_split), args.prompts)
+    held_out = eval_slice(
+        load_prompts(cfg.data, cfg.data.eval_split), args.prompts + args.rollout_prompts
+    )
+    prompts, rollout_prompts = held_out.iloc[: args.prompts], held_out.iloc[args.prompts :]
 
     torch.manual_seed(0)
     value_model = TokenValueModel.from_causal_lm(model_path, args.value_layers).eval()
@@ -271,7 +359,10 @@ def main() -> None:
         value_model.save(Path(tmp) / "v", hf.tokenizer)
 
         def fresh_ensemble() -> ValueEnsemble:  # each run starts with cold prompt caches
-            return ValueEnsemble.load([Path(tmp) / "v"], [1.0], max_length=512, batch_size=32)
+            return ValueEnsemble.load(
+                [Path(tmp) / "v"], [1.0], max_length=512, batch_size=32,
+                score_dtype=getattr(torch, args.dtype),
+            )  # fmt: skip
 
         results = {}
         if "vllm" in engines:
@@ -282,6 +373,17 @@ def main() -> None:
                 vllm, hf.tokenizer, texts, ids, settings, sampling, fresh_ensemble()
             )
             print("vllm", results["vllm"], flush=True)
+            rollout_texts = render_prompts(
+                hf.tokenizer, cfg.data, rollout_prompts["prompt"].tolist()
+            )
+            rollout_ids = [
+                hf.tokenizer(t, add_special_tokens=False).input_ids for t in rollout_texts
+            ]
+            report["plain"] = [
+                plain_rollout(vllm, rollout_ids, n, args.max_new_tokens, sampling)
+                for n in ROLLOUT_SAMPLES
+            ]
+            print("plain", report["plain"], flush=True)
         if "hf" in engines:
             results["hf"] = run_search(
                 hf, hf.tokenizer, texts, ids, settings, sampling, fresh_ensemble()

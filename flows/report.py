@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from iro.base.config import JudgeConfig, RunConfig, load_config
-from iro.base.store import ArtifactStore
+from iro.base.remote_store import open_store
 from iro.reports.run import build_report, latest_run
 from reward.openai_client import resolve_api_key
 from tasks.publish import artifact_key
@@ -38,7 +38,7 @@ def winrate_report(
     # resolve the key first: a missing one stops the flow before any work or request
     needs_key = report_cfg.pairwise_judge is not None or report_cfg.alpaca_eval
     api_key = judge_api_key(report_cfg.judge) if needs_key else None
-    store = ArtifactStore(cfg.store.root)
+    store = open_store(cfg.store)
     run_name = run or latest_run(store)
     artifact = build_report(store, run_name, report_cfg, api_key)
     table = artifact.table()

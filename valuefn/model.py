@@ -19,6 +19,9 @@ prefix; the model records that it needs one, and the scorer adds it (`valuefn.sc
 
 Saved as a self-contained directory: config.json (the trunk's config), model.safetensors (trunk
 and head), the tokenizer, and value_model.json (the head's kind and its target statistics).
+
+Training may put LoRA adapters on the trunk (`add_lora`); they are merged into its weights
+(`merge_lora`) before it is saved, so a saved model never holds adapters and loads as any other.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -145,6 +149,26 @@ def _previous_states(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torc
     return gathered * (parent >= 0)[..., None]
 
 
+@dataclass(frozen=True)
+class LoraSpec:
+    """Low-rank adapters for the trunk's linear layers named in `target_modules` (a module's
+    name or its last dotted parts, as peft matches them; value.lora in a run's config)."""
+
+    r: int = 16
+    alpha: float = 32.0
+    dropout: float = 0.0
+    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+
+def _unmatched_targets(linear: Sequence[str], targets: Sequence[str]) -> list[str]:
+    """The names in `targets` that match none of the `linear` layer names, as peft matches them.
+
+    peft only refuses a list that matches nothing at all; a misspelt name next to valid ones
+    would silently train fewer adapters than asked for.
+    """
+    return [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in linear)]
+
+
 class TokenValueModel(nn.Module):
     def __init__(self, trunk: nn.Module, head: str = "scalar"):
         super().__init__()
@@ -164,6 +188,45 @@ class TokenValueModel(nn.Module):
         self.target_mean = 0.0
         self.target_scale = 1.0
         self.prior: str | None = None  # "reward": values are residuals on the reward of the prefix
+
+    def add_lora(self, spec: LoraSpec) -> None:
+        """Wrap the trunk's target layers in LoRA adapters and freeze the rest of the trunk; the
+        head stays trainable in full. Fresh adapters change no output (peft starts B at zero)."""
+        from peft import LoraConfig, get_peft_model
+
+        linear = [n for n, m in self.trunk.named_modules() if isinstance(m, nn.Linear)]
+        missing = _unmatched_targets(linear, spec.target_modules)
+        if missing:
+            layers = sorted({n.rsplit(".", 1)[-1] for n in linear})
+            raise ValueError(
+                f"value.lora.target_modules: {missing} name no linear layer of the value trunk "
+                f"(its linear layers: {layers})"
+            )
+        config = LoraConfig(
+            r=spec.r,
+            lora_alpha=spec.alpha,
+            lora_dropout=spec.dropout,
+            target_modules=list(spec.target_modules),
+            bias="none",
+        )
+        self.trunk = get_peft_model(self.trunk, config)
+
+    def merge_lora(self) -> None:
+        """Fold trained adapters into the trunk's weights, back to the plain trunk (whose
+        parameters all train again), so `save` writes the usual layout; no-op without them."""
+        from peft import PeftModel
+
+        if isinstance(self.trunk, PeftModel):
+            self.trunk = self.trunk.merge_and_unload()
+            self.trunk.requires_grad_(True)
+
+    def gradient_checkpointing_enable(self, **kwargs: Any) -> None:
+        """Recompute the trunk's layer activations in the backward pass instead of keeping them:
+        the trainer calls this on the model it trains when `gradient_checkpointing` is set."""
+        self.trunk.gradient_checkpointing_enable(**kwargs)
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.trunk.gradient_checkpointing_disable()
 
     def _in_target_units(self, standardised: torch.Tensor) -> torch.Tensor:
         return self.target_mean + self.target_scale * standardised.float()

@@ -114,19 +114,23 @@ def guided_search(
     seed: int,
     progress: Callable[[int, int], None] | None = None,
     prompts_per_call: int | None = None,
+    first_index: int = 0,
 ) -> list[list[Candidate]]:
     """Run the search for every prompt; returns each prompt's final candidate pool.
 
     The pool is the last step's candidates that finished (all of them if none did), ranked by
     value: the caller picks the final output from it, by a reward (best-of-(w*k)) or by value.
-    `prompts_per_call`: search this many prompts at a time (None: all at once).
+    `prompts_per_call`: search this many prompts at a time (None: all at once). `first_index`:
+    the index of `prompt_texts[0]` in a larger table that was split into shards; seeds come from
+    that global index, so a shard searched alone samples what the whole table would.
     """
     group = prompts_per_call or max(len(prompt_texts), 1)
     pools: list[list[Candidate]] = []
     for start in range(0, len(prompt_texts), group):
         pools += _search_group(
             engine, tokenizer, prompt_texts[start : start + group],
-            prompt_ids[start : start + group], start, settings, sampling, scorer, seed, progress,
+            prompt_ids[start : start + group], first_index + start, settings, sampling, scorer,
+            seed, progress,
         )  # fmt: skip
     return pools
 

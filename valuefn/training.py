@@ -28,12 +28,12 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from torch import nn
 from transformers import PrinterCallback, Trainer
 from trl import RewardConfig
-from trl.trainer.utils import disable_dropout_in_model
 
 from valuefn.encoding import encode_group
-from valuefn.model import TokenValueModel
+from valuefn.model import LoraSpec, TokenValueModel
 
 log = logging.getLogger(__name__)
 
@@ -176,11 +176,19 @@ def value_regression_loss(
     return (weights * per_response)[states > 0].mean()
 
 
+def disable_dropout(model: nn.Module) -> None:
+    """Dropout off in the network, but not in LoRA adapters: `disable_dropout` keeps the trunk's
+    own dropout out of a regression, while an adapter's dropout is one value.lora asked for."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Dropout) and ".lora_dropout." not in f".{name}.":
+            module.p = 0.0
+
+
 class ValueTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.args.disable_dropout:
-            disable_dropout_in_model(self.model)
+            disable_dropout(self.model)
         # the loss history is returned as metrics; printing every log dict only adds noise
         self.remove_callback(PrinterCallback)
 
@@ -289,12 +297,18 @@ def train_value_model(
     rows: datasets.Dataset,
     args: ValueTrainingArguments,
     resume: bool = False,
+    lora: LoraSpec | None = None,
 ) -> dict[str, float]:
     """Train in place on rows with `COLUMNS`; returns loss metrics (in standardised units).
 
     `resume`: continue from the newest complete checkpoint in `args.output_dir` (weights,
     optimizer, scheduler, RNG state, position in the epoch; `resumable_checkpoint`), so a killed
     training does not start over. The checkpoints must be ones this code wrote there itself.
+    `lora`: train fresh adapters on the trunk and the head in full, then merge the adapters into
+    the trunk (its checkpoints hold the adapters: resume needs the same `lora`).
+
+    Under torchrun (`valuefn.distributed`) every process calls this; the trainer shards the
+    batches and averages the gradients, and process 0 alone prunes the checkpoints.
     """
     if len(rows) == 0:
         raise ValueError("no training examples for the value model")
@@ -307,17 +321,21 @@ def train_value_model(
     if not np.isfinite(regression_targets(rows)[0]).all():
         raise ValueError("non-finite prior value or per-state target in the value training rows")
     standardise_targets(model, rows)
+    if lora is not None:
+        model.add_lora(lora)
     trainer = ValueTrainer(
         model=model,
         args=args,
         train_dataset=rows,
         data_collator=ValueCollator(tokenizer, args.max_length),
     )
-    checkpoint = resumable_checkpoint(args.output_dir) if resume else None
+    with args.main_process_first(local=False, desc="pruning value-training checkpoints"):
+        checkpoint = resumable_checkpoint(args.output_dir) if resume else None
     resumed_at = _checkpoint_step(checkpoint) if checkpoint else 0
     if checkpoint is not None:
         log.info("value training resumes from %s", checkpoint)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    model.merge_lora()
     model.eval()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     log.info(

@@ -35,7 +35,8 @@ from iro.base.endpoint import EndpointError
 from iro.base.errors import OutOfMemory
 from iro.base.methods import METHODS
 from iro.base.models import ModelNotFoundError
-from iro.base.store import ArtifactError, ArtifactStore
+from iro.base.remote_store import Store, open_store
+from iro.base.store import ArtifactError
 from iro.reports.run import ReportError
 from reward.base import RewardError
 from reward.openai_client import MissingAPIKeyError
@@ -149,8 +150,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(args: argparse.Namespace) -> ArtifactStore:
-    return ArtifactStore(load_config(args.config).store.root if args.config else args.root)
+def _store(args: argparse.Namespace) -> Store:
+    return open_store(load_config(args.config).store if args.config else args.root)
 
 
 def _cmd_store_verify(args: argparse.Namespace) -> int:

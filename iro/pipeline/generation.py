@@ -68,10 +68,27 @@ def generate(
     plus the implicit reward when configured); unguided searches (plain samples, best-of-N) score nothing. `prior_only`: rank
     by the reward of the partial responses alone, the value with no learned residual (the
     benchmark's ablation of what value learning adds).
+    With ray.workers > 1 the prompts are shared out to Ray actors (iro/pipeline/sharding.py),
+    whose tables merge into the one this process would have made.
     """
     if prompts.empty:
         raise ValueError("no prompts to generate for")
-    tokenizer = policy_tokenizer(cfg)
+    if cfg.ray.workers > 1:
+        from iro.pipeline.sharding import generate_sharded  # imports ray only when asked for
+
+        return generate_sharded(
+            cfg, prompts, settings, value_dirs, seed, progress, guided, prior_only, betas
+        )
+    return generate_shard(
+        cfg, prompts, settings, value_dirs, seed, progress, guided, prior_only, betas
+    )
+
+
+def render(
+    cfg: RunConfig, tokenizer, prompts: pd.DataFrame, settings: SearchSettings
+) -> tuple[list[str], list[list[int]]]:
+    """What the policy reads, as text and token ids; a prompt too long for the policy fails here,
+    before any engine (or Ray worker) starts."""
     prompt_texts = render_prompts(tokenizer, cfg.data, prompts["prompt"].tolist())
     prompt_ids = [tokenizer(t, add_special_tokens=False).input_ids for t in prompt_texts]
     limit = cfg.policy.max_model_len - settings.max_new_tokens
@@ -82,6 +99,25 @@ def generate(
             f"policy.max_model_len - sampling.max_new_tokens allows {limit}; shorten the prompt "
             "or raise policy.max_model_len"
         )
+    return prompt_texts, prompt_ids
+
+
+def generate_shard(
+    cfg: RunConfig,
+    prompts: pd.DataFrame,
+    settings: SearchSettings,
+    value_dirs: Sequence[Path],
+    seed: int,
+    progress: Progress | None = None,
+    guided: bool = True,
+    prior_only: bool = False,
+    betas: Sequence[float] | None = None,
+    first_index: int = 0,
+) -> pd.DataFrame:
+    """`generate` in this process, for prompts that start at `first_index` of the whole table:
+    the requests' seeds come from the global index, so a shard draws what the whole run would."""
+    tokenizer = policy_tokenizer(cfg)
+    prompt_texts, prompt_ids = render(cfg, tokenizer, prompts, settings)
     with out_of_memory(STAGE, memory_knobs(cfg)):  # vLLM reserves its KV cache as it starts
         engine = get_engine(cfg.policy, cfg.cache_dir, cfg.seed)
     task_prompts = dict(zip(prompt_texts, prompts["prompt"], strict=True))
@@ -110,6 +146,7 @@ def generate(
             seed=seed,
             progress=on_step,
             prompts_per_call=cfg.policy.prompts_per_call,
+            first_index=first_index,
         )
     rows = []
     for p, pool in enumerate(pools):

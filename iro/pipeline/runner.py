@@ -23,7 +23,8 @@ from iro.base.config import RunConfig
 from iro.base.data import eval_slice, iteration_slice, load_prompts
 from iro.base.fsutil import directory_lock
 from iro.base.methods import get_method
-from iro.base.store import WORK, Artifact, ArtifactStore
+from iro.base.remote_store import Store, open_store
+from iro.base.store import WORK, Artifact
 from iro.pipeline import ivl
 from iro.pipeline.decoder import decode_scored
 from iro.pipeline.evaluation import evaluation_metrics
@@ -47,9 +48,9 @@ class MissingArtifactError(RuntimeError):
 
 
 class Pipeline:
-    def __init__(self, cfg: RunConfig, store: ArtifactStore | None = None):
+    def __init__(self, cfg: RunConfig, store: Store | None = None):
         self.cfg = cfg
-        self.store = store or ArtifactStore(cfg.store.root)
+        self.store = store or open_store(cfg.store)
         # a misspelt value.training key stops here, not after the rollout has run
         with tempfile.TemporaryDirectory(prefix="iro-check-") as work:
             training_arguments(cfg, Path(work))

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import json
 import logging
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import datasets
 import numpy as np
@@ -19,7 +21,8 @@ from iro.base.errors import out_of_memory
 from iro.base.fsutil import atomic_write_json
 from iro.base.models import resolve_model
 from iro.pipeline.scoring import build_run_reward
-from valuefn.model import TokenValueModel
+from valuefn.distributed import train_in_processes
+from valuefn.model import LoraSpec, TokenValueModel
 from valuefn.td import lambda_returns
 from valuefn.training import (
     COLUMNS,
@@ -123,9 +126,30 @@ RESERVED = {
 CHECKPOINT_DEFAULTS = {"save_steps": 0.25, "save_total_limit": 1}
 
 
-def training_arguments(cfg: RunConfig, work_dir: Path) -> ValueTrainingArguments:
+def _check_deepspeed(given: dict[str, Any]) -> None:
+    """Stop at the config, not deep in the trainer, when DeepSpeed is asked for but absent."""
+    if given.get("deepspeed") and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(
+            f"value.training.deepspeed is set ({given['deepspeed']!r}) but DeepSpeed is not "
+            "installed: pip install deepspeed on the GPU machine (ZeRO runs on CUDA devices), "
+            "or remove the key"
+        )
+
+
+def check_processes(processes: int, cuda_devices: int) -> None:
+    """Data-parallel processes on GPUs take one GPU each (NCCL refuses two on one); on a machine
+    without CUDA they share the CPU cores (gloo)."""
+    if 0 < cuda_devices < processes:
+        raise ConfigError(
+            f"value.processes is {processes}, but this machine has {cuda_devices} CUDA "
+            "devices: one process per GPU"
+        )
+
+
+def training_kwargs(cfg: RunConfig, work_dir: Path) -> dict[str, Any]:
     """`value.training` as given, plus what the pipeline fixes (paths, seed, device, logging,
-    checkpoints for resume; see RESERVED)."""
+    checkpoints for resume; see RESERVED): ValueTrainingArguments' keyword arguments, as JSON
+    values (a torchrun job carries them in a file)."""
     fixed = {
         "output_dir": str(work_dir),
         "max_length": cfg.value.max_length,
@@ -148,7 +172,47 @@ def training_arguments(cfg: RunConfig, work_dir: Path) -> ValueTrainingArguments
     if reserved:
         reasons = "; ".join(f"{key}: {RESERVED[key]}" for key in reserved)
         raise ConfigError(f"value.training: {reserved} are set by the pipeline ({reasons})")
-    return ValueTrainingArguments(**{**CHECKPOINT_DEFAULTS, **given}, **fixed)
+    _check_deepspeed(given)
+    check_processes(cfg.value.processes, torch.cuda.device_count())
+    return {**CHECKPOINT_DEFAULTS, **given, **fixed}
+
+
+def training_arguments(cfg: RunConfig, work_dir: Path) -> ValueTrainingArguments:
+    return ValueTrainingArguments(**training_kwargs(cfg, work_dir))
+
+
+def lora_spec(cfg: RunConfig) -> LoraSpec | None:
+    """value.lora for `train_value_model`; None trains every weight."""
+    lora = cfg.value.lora
+    if lora is None:
+        return None
+    return LoraSpec(lora.r, lora.alpha, lora.dropout, tuple(lora.target_modules))
+
+
+def launched(cfg: RunConfig) -> bool:
+    """Whether value training runs as a torchrun job: on value.processes > 1, and with DeepSpeed
+    even on one (it sets up torch.distributed, which must not meet vLLM's group here)."""
+    return cfg.value.processes > 1 or bool(cfg.value.training.model_dump().get("deepspeed"))
+
+
+LAUNCH = "launch"  # the torchrun job's files, in the training's work directory
+
+
+def fit(
+    cfg: RunConfig, model: TokenValueModel, tokenizer, rows: datasets.Dataset, work_dir: Path
+) -> tuple[TokenValueModel, dict[str, float]]:
+    """Train `model` on `rows`, resuming from the checkpoints in `work_dir`; returns the trained
+    model and the metrics. In this process the model is trained in place; as a torchrun job
+    (`launched`) a new one is read back and `model` is left as it was."""
+    arguments = training_kwargs(cfg, work_dir)
+    if not launched(cfg):
+        args = ValueTrainingArguments(**arguments)
+        return model, train_value_model(
+            model, tokenizer, rows, args, resume=True, lora=lora_spec(cfg)
+        )
+    return train_in_processes(
+        model, tokenizer, rows, arguments, work_dir / LAUNCH, cfg.value.processes, lora_spec(cfg)
+    )
 
 
 def memory_knobs(cfg: RunConfig) -> dict[str, tuple[object, str]]:
@@ -235,8 +299,7 @@ def train_td_rounds(
         values = state_values(model, collator, rows, batch_size)
         targets = td_rows(rows, values, trace_decay, td.discount)
         directory = round_dir(work_dir, r)
-        args = training_arguments(cfg, directory)
-        metrics = train_value_model(model, tokenizer, targets, args, resume=True)
+        model, metrics = fit(cfg, model, tokenizer, targets, directory)
         model.save(directory / ROUND_MODEL, tokenizer)
         atomic_write_json(directory / ROUND_DONE, metrics)
         done.append(metrics)
@@ -254,6 +317,12 @@ def train_value(
     checkpoint found there (td_lambda: in the current round's subdirectory, `train_td_rounds`).
     Those checkpoints include torch-pickled optimizer and RNG state, which is acceptable only
     because this pipeline wrote them itself into its own store.
+
+    With value.processes > 1 (or DeepSpeed) each training is a torchrun job (`fit`,
+    `valuefn.distributed`) whose files lie in `work_dir`/launch; it checkpoints into `work_dir`
+    too, and a relaunch resumes as above (value.processes is part of the artifact's id, so the
+    checkpoints found there were written by as many processes). A job killed after it trained
+    but before this process saved the model retrains nothing: it resumes at its last step.
     """
     from transformers import AutoTokenizer
 
@@ -278,7 +347,6 @@ def train_value(
             trained = init_dir is not None
             model, metrics = train_td_rounds(cfg, model, tokenizer, rows, work_dir, trained)
         else:
-            args = training_arguments(cfg, work_dir)
-            metrics = train_value_model(model, tokenizer, rows, args, resume=True)
+            model, metrics = fit(cfg, model, tokenizer, rows, work_dir)
     model.save(out_dir, tokenizer)
     return metrics

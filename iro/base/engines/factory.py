@@ -77,6 +77,7 @@ def get_engine(policy: PolicyConfig, cache_dir: str | None, seed: int) -> Engine
                 cpu_kv_cache_gib=policy.cpu_kv_cache_gib,
                 trust_remote_code=policy.trust_remote_code,
                 seed=seed,
+                tensor_parallel_size=policy.tensor_parallel_size,
             )
         else:
             from iro.base.engines.hf_engine import HFEngine

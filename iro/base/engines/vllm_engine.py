@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Sequence
 
+from iro.base.config import ConfigError
 from iro.base.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -16,6 +17,25 @@ class _DropRepeatedThreadWarning(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "set_num_threads" not in record.getMessage()
+
+
+def tensor_parallel_kwargs(size: int, cuda_devices: int) -> dict[str, int]:
+    """What `policy.tensor_parallel_size` adds to vLLM's arguments: nothing at 1, so the CPU path
+    stays as it is, and a clear stop where vLLM could not split the policy (its CPU build runs a
+    model in one piece; tensor parallelism splits it across GPUs of this machine)."""
+    if size == 1:
+        return {}
+    if cuda_devices == 0:
+        raise ConfigError(
+            f"policy.tensor_parallel_size is {size}, but this machine has no CUDA device and "
+            "vLLM's CPU build cannot split a model across devices: set it to 1"
+        )
+    if size > cuda_devices:
+        raise ConfigError(
+            f"policy.tensor_parallel_size is {size}, but this machine has {cuda_devices} CUDA "
+            "devices: at most one shard per GPU"
+        )
+    return {"tensor_parallel_size": size}
 
 
 class VLLMEngine(Engine):
@@ -31,7 +51,11 @@ class VLLMEngine(Engine):
         cpu_kv_cache_gib: int,
         trust_remote_code: bool,
         seed: int,
+        tensor_parallel_size: int = 1,
     ) -> None:
+        import torch
+
+        parallel = tensor_parallel_kwargs(tensor_parallel_size, torch.cuda.device_count())
         # Keep the engine core in this process: Prefect tasks and tests then share one engine,
         # and no worker process has to re-import the caller's module.
         os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
@@ -63,6 +87,7 @@ class VLLMEngine(Engine):
             max_num_batched_tokens=max(8192, max_model_len),
             trust_remote_code=trust_remote_code,
             seed=seed,
+            **parallel,
         )
         self.max_model_len = max_model_len
         self.eos_token_id = self._llm.get_tokenizer().eos_token_id
