@@ -161,6 +161,14 @@ def test_switching_engine_does_not_reuse_the_other_engines_samples():
     assert config_slice(hf, "value") == config_slice(vllm, "value")
 
 
+def test_on_the_transformers_engine_the_prompt_grouping_is_part_of_what_it_samples():
+    def grouped(engine: str, per_call: int) -> RunConfig:
+        return parse_config({"policy": {"engine": engine, "prompts_per_call": per_call}})
+
+    assert _changed_stages(grouped("hf", 32), grouped("hf", 8)) == stages_reading("policy.engine")
+    assert _changed_stages(grouped("vllm", 32), grouped("vllm", 8)) == set()
+
+
 def test_memory_knobs_do_not_change_what_a_stage_is():
     small = parse_config({"policy": {"cpu_kv_cache_gib": 1, "gpu_memory_utilization": 0.2}})
     large = parse_config({"policy": {"cpu_kv_cache_gib": 4, "gpu_memory_utilization": 0.9}})

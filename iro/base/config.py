@@ -132,8 +132,9 @@ class PolicyConfig(Section):
         32,
         ge=1,
         description="a search feeds the engine this many prompts at a time (null: all), so that "
-        "their prefixes stay cached from chunk to chunk; samples do not depend on it. 1 GiB of "
-        "KV cache holds ~23k tokens of the embedded model: 32 prompts of ~350 tokens, their beams",
+        "their prefixes stay cached from chunk to chunk; on vLLM and endpoints samples do not "
+        "depend on it (the transformers engine seeds each batch once, so there they do). 1 GiB "
+        "of KV cache holds ~23k tokens of the embedded model: 32 prompts of ~350 tokens, beams",
     )
 
     @model_validator(mode="after")

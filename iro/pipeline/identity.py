@@ -111,7 +111,7 @@ NOT_CONTENT = (
     "policy.trust_remote_code",  # a permission: the loaded model is the same when it is granted
     "policy.gpu_memory_utilization",
     "policy.cpu_kv_cache_gib",
-    "policy.prompts_per_call",  # per-request seeds: the samples do not depend on the grouping
+    "policy.prompts_per_call",  # per-request seeds: no effect on samples (but see config_slice)
     "policy.tensor_parallel_size",
     "policy.endpoint.api_key_env",
     "policy.endpoint.timeout_s",
@@ -189,6 +189,10 @@ def config_slice(cfg: RunConfig, stage: str, value_models: int | None = None) ->
         del chosen[key]
     if "policy.engine" in chosen:
         chosen["policy.engine"] = resolve_backend(cfg.policy.engine)
+        # the transformers engine seeds a whole batch from its first request: there, unlike on
+        # vLLM or an endpoint (a seed per request), how prompts are grouped changes the samples
+        if chosen["policy.engine"] == "hf":
+            chosen["policy.prompts_per_call"] = cfg.policy.prompts_per_call
     if "value.beta" in chosen and value_models is not None:
         chosen["value.beta"] = cfg.value.betas(value_models)
     if stage not in ("score", "reweight", "report"):
