@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -51,6 +52,19 @@ def memory_knobs(cfg: RunConfig) -> dict[str, tuple[object, str]]:
     }
 
 
+@dataclass(frozen=True)
+class GenerationJob:
+    """What to generate, apart from the config and the prompts: `generate`'s arguments, as one
+    value that a Ray actor can be handed."""
+
+    settings: SearchSettings
+    value_dirs: tuple[Path, ...]
+    seed: int
+    guided: bool = True
+    prior_only: bool = False
+    betas: tuple[float, ...] | None = None
+
+
 def generate(
     cfg: RunConfig,
     prompts: pd.DataFrame,
@@ -65,23 +79,27 @@ def generate(
     """Run the search for every prompt; one row per final candidate.
 
     `guided`: rank beams by sum_i V_i / beta_i over `value_dirs` (`betas`, default value.beta;
-    plus the implicit reward when configured); unguided searches (plain samples, best-of-N) score nothing. `prior_only`: rank
-    by the reward of the partial responses alone, the value with no learned residual (the
-    benchmark's ablation of what value learning adds).
+    plus the implicit reward when configured); unguided searches (plain samples, best-of-N)
+    score nothing. `prior_only`: rank by the reward of the partial responses alone, the value
+    with no learned residual (the benchmark's ablation of what value learning adds).
     With ray.workers > 1 the prompts are shared out to Ray actors (iro/pipeline/sharding.py),
     whose tables merge into the one this process would have made.
     """
     if prompts.empty:
         raise ValueError("no prompts to generate for")
+    job = GenerationJob(
+        settings,
+        tuple(Path(d) for d in value_dirs),
+        seed,
+        guided,
+        prior_only,
+        None if betas is None else tuple(float(b) for b in betas),
+    )
     if cfg.ray.workers > 1:
         from iro.pipeline.sharding import generate_sharded  # imports ray only when asked for
 
-        return generate_sharded(
-            cfg, prompts, settings, value_dirs, seed, progress, guided, prior_only, betas
-        )
-    return generate_shard(
-        cfg, prompts, settings, value_dirs, seed, progress, guided, prior_only, betas
-    )
+        return generate_sharded(cfg, prompts, job, progress)
+    return generate_shard(cfg, prompts, job, progress)
 
 
 def render(
@@ -105,17 +123,14 @@ def render(
 def generate_shard(
     cfg: RunConfig,
     prompts: pd.DataFrame,
-    settings: SearchSettings,
-    value_dirs: Sequence[Path],
-    seed: int,
+    job: GenerationJob,
     progress: Progress | None = None,
-    guided: bool = True,
-    prior_only: bool = False,
-    betas: Sequence[float] | None = None,
     first_index: int = 0,
 ) -> pd.DataFrame:
     """`generate` in this process, for prompts that start at `first_index` of the whole table:
     the requests' seeds come from the global index, so a shard draws what the whole run would."""
+    settings, value_dirs, seed, betas = job.settings, job.value_dirs, job.seed, job.betas
+    guided, prior_only = job.guided, job.prior_only
     tokenizer = policy_tokenizer(cfg)
     prompt_texts, prompt_ids = render(cfg, tokenizer, prompts, settings)
     with out_of_memory(STAGE, memory_knobs(cfg)):  # vLLM reserves its KV cache as it starts

@@ -20,16 +20,18 @@ import math
 import os
 import socket
 import time
-from collections.abc import Sequence
-from dataclasses import asdict
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from iro.base.config import ConfigError, RayConfig, RunConfig
-from iro.pipeline.generation import Progress, generate_shard, policy_tokenizer, render
-from valuefn.search import SearchSettings
+from iro.pipeline.generation import (
+    GenerationJob,
+    Progress,
+    generate_shard,
+    policy_tokenizer,
+    render,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,37 +69,17 @@ class ShardWorker:
         logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
 
     def generate(
-        self, config: dict[str, Any], prompts: pd.DataFrame, first_index: int, job: dict[str, Any]
+        self, config: dict[str, Any], prompts: pd.DataFrame, first_index: int, job: GenerationJob
     ) -> pd.DataFrame:
-        settings = SearchSettings(
-            **{**job["settings"], "stop_strings": tuple(job["settings"]["stop_strings"])}
-        )
-        return generate_shard(
-            RunConfig.model_validate(config),
-            prompts,
-            settings,
-            [Path(d) for d in job["value_dirs"]],
-            job["seed"],
-            guided=job["guided"],
-            prior_only=job["prior_only"],
-            betas=job["betas"],
-            first_index=first_index,
-        )
+        cfg = RunConfig.model_validate(config)
+        return generate_shard(cfg, prompts, job, first_index=first_index)
 
 
 def generate_sharded(
-    cfg: RunConfig,
-    prompts: pd.DataFrame,
-    settings: SearchSettings,
-    value_dirs: Sequence[Path],
-    seed: int,
-    progress: Progress | None = None,
-    guided: bool = True,
-    prior_only: bool = False,
-    betas: Sequence[float] | None = None,
+    cfg: RunConfig, prompts: pd.DataFrame, job: GenerationJob, progress: Progress | None = None
 ) -> pd.DataFrame:
     """`generate` on cfg.ray.workers Ray actors, one contiguous shard of prompts each."""
-    render(cfg, policy_tokenizer(cfg), prompts, settings)  # a bad prompt fails before Ray starts
+    render(cfg, policy_tokenizer(cfg), prompts, job.settings)  # fails before Ray starts
     bounds = shard_bounds(len(prompts), cfg.ray.workers, cfg.policy.prompts_per_call)
     if len(bounds) < cfg.ray.workers:
         log.info(
@@ -106,14 +88,6 @@ def generate_sharded(
             len(prompts), math.ceil(len(prompts) / (cfg.policy.prompts_per_call or len(prompts))),
             cfg.policy.prompts_per_call, len(bounds), cfg.ray.workers,
         )  # fmt: skip
-    job = {
-        "settings": asdict(settings),
-        "value_dirs": [str(Path(d).resolve()) for d in value_dirs],
-        "seed": seed,
-        "guided": guided,
-        "prior_only": prior_only,
-        "betas": None if betas is None else [float(b) for b in betas],
-    }
     started = time.time()
     connect(cfg.ray)
     try:
