@@ -238,14 +238,18 @@ def summarise(rewards: pd.DataFrame, reference: pd.Series) -> tuple[list[dict], 
     neighbours = [m for m in wins.columns if m.startswith(("vas-", "ivl"))]  # --methods
     pairs += [(m, "base") for m in neighbours] + [(m, "bon-4") for m in neighbours]
     pairs += [(iro[-1], m) for m in neighbours if iro]
+    rewards_by_method = per_prompt["reward"].droplevel("u").unstack("method")
     differences = []
     for a, b in pairs:
         both = wins[[a, b]].dropna()
         diff = paired_bootstrap((both[a] - both[b]).to_numpy())
+        paired = rewards_by_method.loc[both.index, [a, b]]
+        reward = paired_bootstrap((paired[a] - paired[b]).to_numpy())
         supported = diff.ci_low > 0 or diff.ci_high < 0
         differences.append(
             {"a": a, "b": b, "win_rate_difference": diff.mean,
-             "ci": [diff.ci_low, diff.ci_high], "prompts": diff.prompts, "supported": supported}
+             "ci": [diff.ci_low, diff.ci_high], "prompts": diff.prompts, "supported": supported,
+             "reward_difference": reward.mean, "reward_ci": [reward.ci_low, reward.ci_high]}
         )  # fmt: skip
     return methods, differences
 
@@ -327,13 +331,15 @@ def markdown(result: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "| comparison | win-rate difference | 95% interval | supported |",
-        "| --- | --- | --- | --- |",
+        "| comparison | win-rate difference | 95% interval | supported | mean-reward difference "
+        "| 95% interval |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
     for d in result["differences"]:
         lines.append(
             f"| {d['a']} − {d['b']} | {pct(d['win_rate_difference'])} pts | "
-            f"[{pct(d['ci'][0])}, {pct(d['ci'][1])}] | {'yes' if d['supported'] else 'no'} |"
+            f"[{pct(d['ci'][0])}, {pct(d['ci'][1])}] | {'yes' if d['supported'] else 'no'} | "
+            f"{d['reward_difference']:+.4f} | [{d['reward_ci'][0]:+.4f}, {d['reward_ci'][1]:+.4f}] |"
         )
     lines += [
         "",

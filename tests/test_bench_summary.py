@@ -44,6 +44,9 @@ def test_summary_pairs_methods_on_the_same_prompts_and_averages_seeds():
     assert vs_bon4["win_rate_difference"] == pytest.approx(0.5) and vs_bon4["supported"]
     vs_bon16 = next(d for d in differences if (d["a"], d["b"]) == ("iro-iter1", "bon-16"))
     assert vs_bon16["win_rate_difference"] == pytest.approx(-0.5) and vs_bon16["supported"]
+    # mean reward, paired the same way: (0.6 + 0.4) / 2 - 0.4 and - 0.6
+    assert vs_bon4["reward_difference"] == pytest.approx(0.1)
+    assert vs_bon16["reward_difference"] == pytest.approx(-0.1)
 
 
 def test_a_neighbour_is_compared_with_the_base_at_its_own_budget_and_with_best_of_4():
