@@ -19,7 +19,7 @@ to benchmarks/results/decode_speed.json. The reference loop takes ~50 s a prompt
 "dtypes" measures the vLLM path the way the pipeline runs it, once per policy/scoring precision
 (float32, the earlier default, and bfloat16, the demo's), each in its own process so that the two
 engines never share the cores: plain rollouts at 128 and 512 sequences (--rollout-prompts
-prompts with n = 4 and n = 16, prompts the search never saw) and the guided search above. It is
+training prompts, which the search never sees, with n = 4 and n = 16) and the guided search above. It is
 written under "dtypes", beside the issue's targets.
 
 "vas" (token-level value guidance, `valuefn.token_guidance`) decodes --vas-prompts prompts of
@@ -342,10 +342,8 @@ def main() -> None:
     model_path = resolve_model(cfg.policy.model)
     settings = SearchSettings(args.beams, args.children, args.chunk_tokens, args.max_new_tokens)
     sampling = SamplingSettings(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.top_k)
-    held_out = eval_slice(
-        load_prompts(cfg.data, cfg.data.eval_split), args.prompts + args.rollout_prompts
-    )
-    prompts, rollout_prompts = held_out.iloc[: args.prompts], held_out.iloc[args.prompts :]
+    prompts = eval_slice(load_prompts(cfg.data, cfg.data.eval_split), args.prompts)
+    rollout_prompts = load_prompts(cfg.data, cfg.data.train_split).head(args.rollout_prompts)
 
     torch.manual_seed(0)
     value_model = TokenValueModel.from_causal_lm(model_path, args.value_layers).eval()
