@@ -13,6 +13,7 @@ from pydantic import Field
 
 from flows.params import DEFAULT_CONFIG, ConfigPath, ExistingRun, Iteration, Overrides, run_config
 from iro.base.config import RUN_NAME_PATTERN
+from iro.base.remote_store import open_store
 from iro.pipeline.aligned import answer, answer_records
 from tasks.publish import artifact_key
 
@@ -40,7 +41,7 @@ def iro_decode(
     Args:
         run: the finished run whose value models guide decoding, e.g. demo.
         prompts: raw prompts, one per answer; the run's prompt template is applied.
-        config: YAML run config; only its store.root is read (which store holds the runs).
+        config: YAML run config; only its store section is read (which store holds the runs).
         mode: the method (iro, args, cbs, vas, ...); empty: the run config's decode.mode.
         iteration: use V_1..V_k of this iteration; empty: the latest finished one.
         with_runs: other runs' value models to add, as RUN or RUN@ITERATION, e.g. sentiment-vas.
@@ -48,10 +49,8 @@ def iro_decode(
         overrides: dotted keys of the run's config to change for this request, e.g.
             {"sampling.max_new_tokens": 32}.
     """
-    store_root = run_config(config, None, None).store.root
-    outputs = answer(
-        store_root, run, prompts, mode, iteration, with_runs or (), strengths, overrides
-    )
+    store = open_store(run_config(config, None, None).store)
+    outputs = answer(store, run, prompts, mode, iteration, with_runs or (), strengths, overrides)
     rows = answer_records(outputs)
     create_table_artifact(
         key=artifact_key(run, "decode"),

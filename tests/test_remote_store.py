@@ -274,3 +274,21 @@ def test_a_local_root_is_the_local_store(tmp_path, root):
     assert type(store) is ArtifactStore and store.root == path
     made = store.create("score", 1, {}, [], tiny_build())
     assert made.path == path / "score" / made.id
+
+
+def test_a_run_decoded_elsewhere_finds_its_value_models_through_the_bucket(tmp_path, url, endpoint):
+    import shutil
+
+    from iro.base.config import ConfigError
+    from iro.pipeline.aligned import value_model_dirs
+
+    a = machine(tmp_path, "a", url, endpoint)
+    trained = a.create("value", 1, {"k": 1}, [], tiny_build("weights"))
+    summary = {"run_name": "demo", "policy": {"value_models": [str(trained.file("sub"))]}}
+    shutil.rmtree(tmp_path / "a")  # the training machine's paths mean nothing on machine B
+    b = machine(tmp_path, "b", url, endpoint)
+    (found,) = value_model_dirs(b, summary)
+    assert found == b.find("value", trained.id).file("sub") and (found / "t.parquet").is_file()
+    summary["policy"]["value_models"] = [str(tmp_path / "gone/value/0123456789abcdef/sub")]
+    with pytest.raises(ConfigError, match="value model value/0123456789abcdef"):
+        value_model_dirs(b, summary)

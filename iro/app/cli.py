@@ -121,7 +121,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
 
     prompts = [args.prompt] if args.prompt else Path(args.prompts_file).read_text().splitlines()
     outputs = answer(
-        args.store,
+        open_store(args.store),
         args.run,
         prompts,
         args.mode,
@@ -243,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p_decode = sub.add_parser("decode", help="answer prompts with a run's aligned policy")
     p_decode.add_argument("--run", required=True, help="run name (config run_name)")
-    p_decode.add_argument("--store", default=".iro/store", help="artifact store root")
+    p_decode.add_argument(
+        "--store", default=".iro/store", help="artifact store root: a directory or an s3:// URL"
+    )
     p_decode.add_argument(
         "--iteration", type=int, help="use V_1..V_k of this iteration (default: latest)"
     )

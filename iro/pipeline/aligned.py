@@ -14,13 +14,14 @@ from typing import Any
 import pandas as pd
 
 from iro.base.config import ConfigError, check_run_name, parse_config, set_dotted_key
+from iro.base.remote_store import Store
 from iro.pipeline.decoder import decode
 from iro.pipeline.guidance import compose
 
 
-def run_summary(store_root: str | Path, run: str, iteration: int | None = None) -> dict[str, Any]:
+def run_summary(store: Store, run: str, iteration: int | None = None) -> dict[str, Any]:
     """The record of iteration `iteration` of `run` (default: its latest finished one)."""
-    run_dir = Path(store_root) / "runs" / check_run_name(run)
+    run_dir = store.run_dir(check_run_name(run))  # a published store fetches the run's records
     done = sorted(int(p.stem.split("-")[1]) for p in run_dir.glob("iteration-*.json"))
     if not done:
         raise ConfigError(f"run {run!r} has no finished iteration under {run_dir}")
@@ -28,6 +29,25 @@ def run_summary(store_root: str | Path, run: str, iteration: int | None = None) 
     if k not in done:
         raise ConfigError(f"run {run!r} has not finished iteration {k} (finished: {done})")
     return json.loads((run_dir / f"iteration-{k}.json").read_text())
+
+
+def value_model_dirs(store: Store, summary: dict[str, Any]) -> list[Path]:
+    """The value models a run summary names: where it recorded them, or else found through the
+    store (a published store, s3://..., fetches what another machine trained)."""
+    dirs = []
+    for recorded in map(Path, summary["policy"]["value_models"]):
+        if recorded.is_dir():
+            dirs.append(recorded)
+            continue
+        stage, artifact_id = recorded.parent.parent.name, recorded.parent.name
+        artifact = store.find(stage, artifact_id)
+        if artifact is None:
+            raise ConfigError(
+                f"run {summary['run_name']!r} names value model {stage}/{artifact_id}, which the "
+                f"store at {store.root} does not hold"
+            )
+        dirs.append(artifact.file(recorded.name))
+    return dirs
 
 
 def parse_run_ref(text: str) -> tuple[str, int | None]:
@@ -39,7 +59,7 @@ def parse_run_ref(text: str) -> tuple[str, int | None]:
 
 
 def answer(
-    store_root: str | Path,
+    store: Store,
     run: str,
     prompts: Sequence[str],
     mode: str | None = None,
@@ -55,7 +75,7 @@ def answer(
     reward; `strengths` maps a run name to its strength s (default 1): the guide is
     sum over runs of s * sum_i V_i / beta_i (`guidance.compose`).
     """
-    summary = run_summary(store_root, run, iteration)
+    summary = run_summary(store, run, iteration)
     data = summary["config"]
     for key, value in (overrides or {}).items():
         set_dotted_key(data, key, value)
@@ -66,7 +86,7 @@ def answer(
     summaries = {run: summary}
     for ref in with_runs:
         name, k = parse_run_ref(ref)
-        summaries[name] = run_summary(store_root, name, k)
+        summaries[name] = run_summary(store, name, k)
     strengths = dict(strengths or {})
     unknown = sorted(set(strengths) - set(summaries))
     if unknown:
@@ -77,7 +97,7 @@ def answer(
     value_dirs, betas = compose(
         [
             (
-                [Path(p) for p in s["policy"]["value_models"]],
+                value_model_dirs(store, s),
                 s["policy"]["betas"],
                 float(strengths.get(name, 1.0)),
             )
