@@ -43,7 +43,7 @@ import fsspec
 from iro.base.config import StoreConfig
 from iro.base.fsutil import ProcessId, atomic_write_text
 from iro.base.store import (
-    _NAME,
+    ENTRY_NAME,
     MANIFEST,
     RUNS,
     STORAGE_ERRNOS,
@@ -52,7 +52,7 @@ from iro.base.store import (
     ArtifactError,
     ArtifactStore,
     GcReport,
-    _checked_name,
+    checked_name,
     set_aside_hint,
 )
 
@@ -472,7 +472,7 @@ class RemoteArtifactStore:
         with self._remote(f"read the records of run {run_name!r}"):
             for key in self._fs.glob(self._key(RUNS, run_name, "*.json")):
                 name = PurePosixPath(key).name
-                data = self._fs.cat_file(key) if _NAME.match(name) else None
+                data = self._fs.cat_file(key) if ENTRY_NAME.match(name) else None
                 local = path / name
                 if data is not None and not (local.is_file() and local.read_bytes() == data):
                     atomic_write_text(local, data.decode())
@@ -484,7 +484,7 @@ class RemoteArtifactStore:
         self._probe()
         with self._remote(f"publish the run record {path} (written locally)"):
             self._fs.pipe_file(
-                self._key(RUNS, _checked_name(run_name, "run name"), path.name), path.read_bytes()
+                self._key(RUNS, checked_name(run_name, "run name"), path.name), path.read_bytes()
             )
         return path
 
@@ -498,7 +498,7 @@ class RemoteArtifactStore:
         refs = set()
         for key in keys:
             stage, artifact_id = PurePosixPath(key).parts[-3:-1]
-            if _NAME.match(stage) and _NAME.match(artifact_id) and stage != RUNS:
+            if ENTRY_NAME.match(stage) and ENTRY_NAME.match(artifact_id) and stage != RUNS:
                 refs.add((stage, artifact_id))
         return refs
 
@@ -534,7 +534,7 @@ class RemoteArtifactStore:
         """Set aside this machine's copy of `stage/id`, and unpublish the published copy if it is
         damaged (a sound published copy stays: the next run downloads it again)."""
         parts = PurePath(ref).parts[-2:]
-        if len(parts) != 2 or not all(_NAME.match(p) for p in parts) or parts[0] == RUNS:
+        if len(parts) != 2 or not all(ENTRY_NAME.match(p) for p in parts) or parts[0] == RUNS:
             raise ArtifactError(f"{ref!r} does not name an artifact; give it as STAGE/ID")
         stage, artifact_id = parts
         moved: Path | str | None = None

@@ -166,13 +166,13 @@ class GcReport:
 
 
 # a stage or id as a directory name: no separators, not hidden, not `.` or `..`
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+ENTRY_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
-def _checked_name(name: str, what: str) -> str:
+def checked_name(name: str, what: str) -> str:
     """`name` if it is one plain directory name, so that a path built from it stays in the store
     (no `..`, no separator, not absolute, not hidden)."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not ENTRY_NAME.fullmatch(name):
         raise ArtifactError(
             f"{what} {name!r} is not a plain name (letters, digits, '_', '-', '.'; not starting "
             "with '.'): it would leave the artifact store"
@@ -250,7 +250,7 @@ class ArtifactStore:
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def path_of(self, stage: str, artifact_id: str) -> Path:
-        return self.root / _checked_name(stage, "stage") / _checked_name(artifact_id, "artifact id")
+        return self.root / checked_name(stage, "stage") / checked_name(artifact_id, "artifact id")
 
     def find(self, stage: str, artifact_id: str) -> Artifact | None:
         """The finished artifact with this id, verified, or None if it was never completed."""
@@ -386,7 +386,9 @@ class ArtifactStore:
         if not self.root.is_dir():
             return []
         return sorted(
-            p for p in self.root.iterdir() if p.is_dir() and _NAME.match(p.name) and p.name != RUNS
+            p
+            for p in self.root.iterdir()
+            if p.is_dir() and ENTRY_NAME.match(p.name) and p.name != RUNS
         )
 
     def _stale_staging(
@@ -422,7 +424,7 @@ class ArtifactStore:
     # -- the run index: which artifacts make up a named run, for humans and later steps --
 
     def run_dir(self, run_name: str) -> Path:
-        return self.root / RUNS / _checked_name(run_name, "run name")
+        return self.root / RUNS / checked_name(run_name, "run name")
 
     @property
     def _gc_lock(self) -> Path:
@@ -467,7 +469,7 @@ class ArtifactStore:
     def _artifact_dirs(self) -> Iterator[tuple[str, str, Path]]:
         for stage_dir in self._stage_dirs():
             for path in sorted(stage_dir.iterdir()):
-                if path.is_dir() and _NAME.match(path.name):
+                if path.is_dir() and ENTRY_NAME.match(path.name):
                     yield stage_dir.name, path.name, path
 
     def verify(self) -> list[ArtifactCheck]:
@@ -486,7 +488,7 @@ class ArtifactStore:
         """
         self._require_root()
         parts = PurePath(ref).parts[-2:]
-        if len(parts) != 2 or not all(_NAME.match(p) for p in parts) or parts[0] == RUNS:
+        if len(parts) != 2 or not all(ENTRY_NAME.match(p) for p in parts) or parts[0] == RUNS:
             raise ArtifactError(f"{ref!r} does not name an artifact; give it as STAGE/ID")
         path = self.path_of(*parts)
         if not path.is_dir():
@@ -509,7 +511,7 @@ class ArtifactStore:
         work = self.root / WORK
         if not work.is_dir():
             return []
-        return sorted(p for p in work.iterdir() if p.is_dir() and _NAME.match(p.name))
+        return sorted(p for p in work.iterdir() if p.is_dir() and ENTRY_NAME.match(p.name))
 
     def _stale_work(self) -> list[tuple[Path, str]]:
         """Work directories of no more use, each with why: their artifact exists (a builder killed
@@ -518,7 +520,7 @@ class ArtifactStore:
         stale = []
         for stage_dir in self._work_stage_dirs():
             for path in sorted(stage_dir.iterdir()):
-                if not (path.is_dir() and _NAME.match(path.name)):
+                if not (path.is_dir() and ENTRY_NAME.match(path.name)):
                     continue
                 try:
                     if (self.root / stage_dir.name / path.name).is_dir():
