@@ -93,3 +93,17 @@ def tiny_tokenizer():
 def tiny_lm(tmp_path_factory) -> Path:
     """Path of a 2-layer, 32-wide Llama checkpoint with the word-level tokenizer."""
     return make_causal_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+def tiny_value_config(tiny_lm: Path, value: dict, training: dict):
+    """A run config whose value stage trains a 1-layer value model of the tiny LM quickly."""
+    from iro.base.config import parse_config
+
+    base = {"backbone": str(tiny_lm), "num_layers": 1, "max_length": 64}
+    return parse_config(
+        {
+            "seed": 3,
+            "policy": {"model": str(tiny_lm), "engine": "hf"},
+            "value": {**base, **value, "training": {"num_train_epochs": 2, **training}},
+        }
+    )

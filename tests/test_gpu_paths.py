@@ -21,6 +21,7 @@ from iro.pipeline.value_training import (
     train_value,
     training_arguments,
 )
+from tests.conftest import tiny_value_config
 from valuefn.model import LoraSpec, TokenValueModel
 from valuefn.training import ValueTrainingArguments, train_value_model
 
@@ -171,23 +172,10 @@ TABLE = pd.DataFrame(
 
 
 def processes_config(tiny_lm: Path, processes: int, batch: int):
-    return parse_config(
-        {
-            "seed": 3,
-            "policy": {"model": str(tiny_lm), "engine": "hf"},
-            "value": {
-                "backbone": str(tiny_lm),
-                "num_layers": 1,
-                "max_length": 64,
-                "target": "reward",
-                "processes": processes,
-                "training": {
-                    "num_train_epochs": 2,
-                    "per_device_train_batch_size": batch,
-                    "learning_rate": 1e-3,
-                },
-            },
-        }
+    return tiny_value_config(
+        tiny_lm,
+        {"target": "reward", "processes": processes},
+        {"per_device_train_batch_size": batch, "learning_rate": 1e-3},
     )
 
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from iro.base.config import parse_config
 from iro.pipeline.value_training import ROUND_DONE, train_value
+from tests.conftest import tiny_value_config
 from valuefn.encoding import encode_pair
 from valuefn.model import TokenValueModel
 from valuefn.td import lambda_returns
@@ -103,23 +103,10 @@ def test_state_values_are_each_prefix_value_read_alone(tiny_lm, tiny_tokenizer):
 
 
 def td_config(tiny_lm: Path, target_updates: int, **td):
-    return parse_config(
-        {
-            "seed": 3,
-            "policy": {"model": str(tiny_lm), "engine": "hf"},
-            "value": {
-                "backbone": str(tiny_lm),
-                "num_layers": 1,
-                "max_length": 64,
-                "target": "td_lambda",
-                "td": {"target_updates": target_updates, "trace_decay": 0.5, **td},
-                "training": {
-                    "num_train_epochs": 2,
-                    "per_device_train_batch_size": 2,
-                    "learning_rate": 1e-2,
-                },
-            },
-        }
+    return tiny_value_config(
+        tiny_lm,
+        {"target": "td_lambda", "td": {"target_updates": target_updates, "trace_decay": 0.5, **td}},
+        {"per_device_train_batch_size": 2, "learning_rate": 1e-2},
     )
 
 
