@@ -123,13 +123,14 @@ def test_unknown_config_key_fails_before_any_work(tmp_path):
     assert result.returncode == 2 and "search.beamz: unknown key" in result.stderr
 
 
-def test_vllm_samples_do_not_depend_on_the_rest_of_the_batch():
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_vllm_samples_do_not_depend_on_the_rest_of_the_batch(compiled):
     from iro.base.config import PolicyConfig, RunConfig
     from iro.base.engines.base import ContinuationRequest, SamplingSettings
     from iro.base.engines.factory import get_engine
     from iro.pipeline.generation import policy_tokenizer
 
-    engine = get_engine(PolicyConfig(), None, seed=0)
+    engine = get_engine(PolicyConfig(compile=compiled), None, seed=0)
     assert engine.name == "vllm"
     tokenizer = policy_tokenizer(RunConfig())
     prompts = [tokenizer(f"Say something about {w}.").input_ids for w in ("cats", "rivers", "tea")]

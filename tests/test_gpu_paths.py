@@ -1,6 +1,7 @@
 """The scale-out paths a config selects, checked on CPU with the tiny model: tensor-parallel vLLM
-(its validation only), LoRA value training, data-parallel value training under torchrun,
-DeepSpeed's early error and example config, and gradient checkpointing."""
+(its validation only), compiled vLLM (its validation; tests/test_end_to_end.py runs it), LoRA
+value training, data-parallel value training under torchrun, DeepSpeed's early error and example
+config, and gradient checkpointing."""
 
 from __future__ import annotations
 
@@ -85,6 +86,12 @@ def test_tensor_parallel_size_splits_only_across_the_gpus_there_are():
         tensor_parallel_kwargs(2, cuda_devices=0)
     with pytest.raises(ConfigError, match=r"policy.tensor_parallel_size is 4.*has 2 CUDA"):
         tensor_parallel_kwargs(4, cuda_devices=2)
+
+
+def test_compiling_the_policy_is_for_vllm_only():
+    assert parse_config({"policy": {"compile": True}}).policy.compile
+    with pytest.raises(ConfigError, match=r"policy\.compile compiles vLLM's model; engine hf"):
+        parse_config({"policy": {"engine": "hf", "compile": True}})
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the check passes on a GPU machine")

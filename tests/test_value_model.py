@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from valuefn.encoding import encode_pair
-from valuefn.model import TokenValueModel
+from valuefn.model import ResponseKV, TokenValueModel
 from valuefn.scoring import ValueEnsemble
 from valuefn.training import (
     ValueCollator,
@@ -426,3 +426,41 @@ def test_training_on_a_prior_standardises_the_residuals(tiny_lm, tiny_tokenizer,
     # residuals 1, 0 (each half the weight of its response) and 0.5: mean 0.5, spread sqrt(1/8)
     assert model.target_mean == pytest.approx(0.5)
     assert model.target_scale == pytest.approx(np.sqrt(0.125))
+
+
+@pytest.mark.parametrize("head", ["scalar", "vocabulary"])
+def test_a_call_reads_only_what_the_last_calls_responses_did_not(
+    tiny_lm, tiny_tokenizer, tmp_path, head
+):
+    torch.manual_seed(4)
+    model = TokenValueModel.from_causal_lm(str(tiny_lm), head=head)
+    torch.nn.init.normal_(model.value_head.weight, std=1.0)
+    model.save(tmp_path / "v", tiny_tokenizer)
+    ensemble = ValueEnsemble.load([tmp_path / "v"], [1.0], max_length=64, batch_size=3)
+    member = ensemble.members[0]
+    ensemble.score(["the list", "a file"], ["returns a value", "the list of"], [False, False])
+    read = []
+    continue_responses = member.model.continue_responses
+    member.model.continue_responses = lambda *a: (
+        read.append([len(r) for r in a[2]]) or (continue_responses(*a))
+    )
+    prompts = ["the list", "a file", "the list", "a file", "the list"]
+    responses = ["returns a value of the file", "the data", "returns a value", "", "one"]
+    ended = [True, False, False, False, False]
+    scores = ensemble.score(prompts, responses, ended)
+    # 3 new tokens + EOS after the parent; 1 token after the shared "the"; the exact repeat and
+    # the empty response read nothing; "one" shares nothing
+    assert sorted(n for batch in read for n in batch) == [1, 1, 4]
+    expected = []
+    for p, r, e in zip(prompts, responses, ended, strict=True):
+        ids = torch.tensor([encode_pair(tiny_tokenizer, p, r, e, 64).input_ids])
+        expected.append(model(ids, torch.ones_like(ids))[0, -1].item())
+    np.testing.assert_allclose(scores, expected, atol=1e-5)
+
+
+def test_reading_past_a_sliding_window_is_refused(tiny_lm, tiny_tokenizer):
+    model = TokenValueModel.from_causal_lm(str(tiny_lm)).eval()
+    prompt, _ = model.prefill([tiny_tokenizer("the list of data").input_ids])
+    model.config.sliding_window = 5
+    with pytest.raises(ValueError, match=r"beyond the value trunk's sliding window \(5\)"):
+        model.continue_responses([prompt], [ResponseKV.empty(prompt)], [[5, 6]])

@@ -38,6 +38,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from iro.base.fsutil import atomic_write_json
+from valuefn.encoding import right_pad
 
 VALUE_META = "value_model.json"
 WEIGHTS = "model.safetensors"
@@ -126,6 +127,59 @@ class CachedRows:
         kv = copy.deepcopy(self.kv)
         kv.batch_repeat_interleave(n)
         return CachedRows(kv, self.mask.repeat_interleave(n, 0), self.last.repeat_interleave(n, 0))
+
+
+@dataclass
+class ResponseKV:
+    """One response read after its cached prompt: the trunk's keys and values at each response
+    token (per layer, (kv_heads, tokens, head_dim)) and its output there (tokens, hidden).
+
+    A longer response that starts with these tokens reads only its own new tokens on top of them
+    (`TokenValueModel.continue_responses`): the states at a token depend only on the tokens
+    before it.
+    """
+
+    keys: tuple[torch.Tensor, ...]
+    values: tuple[torch.Tensor, ...]
+    hidden: torch.Tensor
+
+    @classmethod
+    def empty(cls, prompt: CachedRows) -> ResponseKV:
+        """No response tokens yet: a response read from its prompt's first token on."""
+        layers = prompt.kv.layers
+        return cls(
+            tuple(layer.keys[0, :, :0] for layer in layers),
+            tuple(layer.values[0, :, :0] for layer in layers),
+            prompt.last[0, None][:0],
+        )
+
+    def __len__(self) -> int:
+        return self.hidden.shape[0]
+
+    def head(self, tokens: int) -> ResponseKV:
+        """The states of the first `tokens` response tokens."""
+        return ResponseKV(
+            tuple(k[:, :tokens] for k in self.keys),
+            tuple(v[:, :tokens] for v in self.values),
+            self.hidden[:tokens],
+        )
+
+    def nbytes(self) -> int:
+        tensors = (*self.keys, *self.values, self.hidden)
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _padded_pasts(rows: Sequence[Sequence[torch.Tensor]], width: int) -> torch.Tensor:
+    """A layer's keys (or values) for a batch: each row's pieces (h, tokens, d) one after the
+    other, right-padded with zeros to `width` tokens."""
+    first = rows[0][0]
+    out = first.new_zeros(len(rows), first.shape[0], width, first.shape[2])
+    for i, pieces in enumerate(rows):
+        start = 0
+        for piece in pieces:
+            out[i, :, start : start + piece.shape[1]] = piece
+            start += piece.shape[1]
+    return out
 
 
 def _last_hidden(out) -> torch.Tensor:
@@ -309,6 +363,83 @@ class TokenValueModel(nn.Module):
         hidden = cached_forward(self.trunk, response_ids, mask, rows.kv).last_hidden_state
         previous = torch.cat([rows.last[:, None], hidden[:, :-1]], dim=1)
         return self.read_values(hidden, previous, response_ids)
+
+    @torch.no_grad()
+    def continue_responses(
+        self,
+        prompts: Sequence[CachedRows],
+        reused: Sequence[ResponseKV],
+        new_ids: Sequence[Sequence[int]],
+        pad: int = 0,
+    ) -> tuple[list[float], list[ResponseKV]]:
+        """Values of responses that continue states already read, only their new tokens read.
+
+        Row i is prompt i (a cached single row, `prefill`), the response tokens of `reused[i]`
+        (possibly none) and `new_ids[i]` (at least one token). Returns each row's value (of the
+        text up to its last token) and the states of its whole response, for the rows that will
+        continue it. Each row's past is right-padded and the holes masked; positions count real
+        tokens only, so a row reads exactly what it would alone.
+        """
+        from transformers import DynamicCache
+
+        if any(not ids for ids in new_ids):
+            raise ValueError("every continued response needs at least one new token")
+        past_lengths = [p.mask.shape[1] + len(r) for p, r in zip(prompts, reused, strict=True)]
+        width = max(past_lengths)
+        window = getattr(self.config, "sliding_window", None)
+        longest = width + max(map(len, new_ids))
+        if window and longest > window:
+            # padded rows place tokens further apart than their positions; within one window
+            # that changes nothing, beyond it a sliding-window layer would drop the wrong tokens
+            raise ValueError(
+                f"value scoring reads rows of up to {longest} cached "
+                f"tokens, beyond the value trunk's sliding window ({window}): lower "
+                "value.max_length below half the window"
+            )
+        kv = DynamicCache(
+            ddp_cache_data=[
+                tuple(
+                    _padded_pasts(
+                        [
+                            (getattr(p.kv.layers[n], part)[0], getattr(r, part)[n])
+                            for p, r in zip(prompts, reused, strict=True)
+                        ],
+                        width,
+                    )
+                    for part in ("keys", "values")
+                )
+                for n in range(len(prompts[0].kv.layers))
+            ]
+        )
+        past_mask = (torch.arange(width) < torch.tensor(past_lengths)[:, None]).long()
+        ids, new_mask = right_pad(new_ids, pad)
+        hidden = cached_forward(
+            self.trunk, ids, torch.cat([past_mask, new_mask], dim=1), kv
+        ).last_hidden_state
+        first_previous = torch.stack(
+            [r.hidden[-1] if len(r) else p.last[0] for p, r in zip(prompts, reused, strict=True)]
+        ).to(hidden.dtype)
+        values = self.read_values(
+            hidden, torch.cat([first_previous[:, None], hidden[:, :-1]], dim=1), ids
+        )
+        lengths = torch.tensor([len(row) for row in new_ids])
+        states = []
+        for i, (r, row) in enumerate(zip(reused, new_ids, strict=True)):
+            new = slice(width, width + len(row))  # the row's new tokens' columns in the cache
+            states.append(
+                ResponseKV(
+                    tuple(
+                        torch.cat([r.keys[n], x.keys[i, :, new]], 1)
+                        for n, x in enumerate(kv.layers)
+                    ),
+                    tuple(
+                        torch.cat([r.values[n], x.values[i, :, new]], 1)
+                        for n, x in enumerate(kv.layers)
+                    ),
+                    torch.cat([r.hidden.to(hidden.dtype), hidden[i, : len(row)]]),
+                )
+            )
+        return values[torch.arange(len(new_ids)), lengths - 1].tolist(), states
 
     @torch.no_grad()
     def candidate_values(self, cached: CachedRows, candidates: torch.Tensor) -> torch.Tensor:

@@ -128,6 +128,13 @@ class PolicyConfig(Section):
     tensor_parallel_size: int = Field(
         1, ge=1, description="vLLM on GPUs: split the policy across this many GPUs of one machine"
     )
+    compile: bool = Field(
+        False,
+        description="vLLM compiles the policy (torch.compile; on GPUs also CUDA graphs): faster "
+        "decoding after a slower start. On the 2-core CPU: 50-70 s more to start an engine, ~8% "
+        "faster search (benchmarks/decode_speed.py). Compiled kernels round differently, so the "
+        "samples differ from eager mode's",
+    )
     prompts_per_call: int | None = Field(
         32,
         ge=1,
@@ -141,6 +148,8 @@ class PolicyConfig(Section):
     def _endpoint_matches_engine(self) -> PolicyConfig:
         if (self.engine == "openai") != (self.endpoint is not None):
             raise ValueError("policy.endpoint is required with engine: openai, and only then")
+        if self.compile and self.engine in ("hf", "openai"):
+            raise ValueError(f"policy.compile compiles vLLM's model; engine {self.engine} has none")
         return self
 
 

@@ -37,6 +37,7 @@ PROMPTS = (
 GENERATION = (
     *PROMPTS,
     "policy.engine",
+    "policy.compile",  # compiled kernels round differently: other samples
     "policy.endpoint.base_url",
     "policy.endpoint.model",
     "policy.endpoint.prompt_as_token_ids",
@@ -163,7 +164,7 @@ def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # Keys added after artifacts existed, at the value those artifacts were made with
-PREDATED = {"value.head": "scalar", "value.processes": 1}
+PREDATED = {"value.head": "scalar", "value.processes": 1, "policy.compile": False}
 
 
 def _unselected(chosen: dict[str, Any], key: str) -> bool:

@@ -78,6 +78,7 @@ def get_engine(policy: PolicyConfig, cache_dir: str | None, seed: int) -> Engine
                 trust_remote_code=policy.trust_remote_code,
                 seed=seed,
                 tensor_parallel_size=policy.tensor_parallel_size,
+                compile=policy.compile,
             )
         else:
             from iro.base.engines.hf_engine import HFEngine

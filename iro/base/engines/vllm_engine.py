@@ -52,6 +52,7 @@ class VLLMEngine(Engine):
         trust_remote_code: bool,
         seed: int,
         tensor_parallel_size: int = 1,
+        compile: bool = False,
     ) -> None:
         import torch
 
@@ -66,13 +67,18 @@ class VLLMEngine(Engine):
         for handler in logging.getLogger("vllm").handlers:
             handler.addFilter(_DropRepeatedThreadWarning())
 
-        log.info("starting vLLM engine for %s (takes ~20 s on CPU)", model_path)
+        log.info(
+            "starting vLLM engine for %s (takes ~20 s on CPU%s)",
+            model_path,
+            ", ~90 s with policy.compile" if compile else "",
+        )
         self._llm = LLM(
             model=model_path,
             dtype=dtype,
             max_model_len=max_model_len,
             gpu_memory_utilization=gpu_memory_utilization,
-            enforce_eager=True,
+            # eager by default: compiling costs more than it saves on short CPU runs
+            enforce_eager=not compile,
             load_format="safetensors",  # never unpickle weights
             enable_prefix_caching=True,
             # Beams of a search re-read their shared prefixes every chunk; only whole blocks are
