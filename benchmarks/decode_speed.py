@@ -16,11 +16,13 @@ the algorithm asks for); value-scoring time is reported as a fraction of the wal
 to benchmarks/results/decode_speed.json. The reference loop takes ~50 s a prompt here, so
 `--reference-prompts 8` bounds the run; its rate does not depend on how many prompts it gets.
 
-"dtypes" measures the vLLM path the way the pipeline runs it, once per policy/scoring precision
-(float32, the earlier default, and bfloat16, the demo's), each in its own process so that the two
-engines never share the cores: plain rollouts at 128 and 512 sequences (--rollout-prompts
-training prompts, which the search never sees, with n = 4 and n = 16) and the guided search above. It is
-written under "dtypes", beside the issue's targets.
+"dtypes" measures the vLLM path the way the pipeline runs it, once per setting of the policy's
+precision (with value.score_dtype) and policy.compile: float32, the earlier default; bfloat16, the
+demo's; bfloat16 compiled. Each runs in its own process so that no two engines share the cores:
+plain rollouts at 128 and 512 sequences (--rollout-prompts training prompts, which the search never
+sees, with n = 4 and n = 16) and the guided search above. Every vLLM run also counts the tokens
+the scheduler put through the model: sampled tokens plus the prefix tokens recomputed because
+only whole 32-token KV blocks are shared. It is written under "dtypes", beside the issue's targets.
 
 "vas" (token-level value guidance, `valuefn.token_guidance`) decodes --vas-prompts prompts of
 --vas-tokens tokens each with top-k --vas-top-k, on transformers with a value model made from the
@@ -32,12 +34,13 @@ value forward per step). Its throughput is response tokens per second; it is wri
 
     .venv/bin/python benchmarks/decode_speed.py [--prompts 32] [--engines vllm,hf,reference,vas]
     .venv/bin/python benchmarks/decode_speed.py --engines vas    # token-level VAS only
-    .venv/bin/python benchmarks/decode_speed.py --engines dtypes # float32 vs bfloat16 on vLLM
+    .venv/bin/python benchmarks/decode_speed.py --engines dtypes # float32, bf16, bf16 compiled
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -45,6 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +69,12 @@ from valuefn.token_guidance import GuidedPrompt, TokenGuidanceSettings, ValueShi
 
 RESULTS = Path(__file__).parent / "results" / "decode_speed.json"
 DTYPES = ("float32", "bfloat16")  # policy dtype and value.score_dtype together
+# the "dtypes" runs: name -> (dtype, policy.compile)
+VARIANTS = {
+    "float32": ("float32", False),
+    "bfloat16": ("bfloat16", False),
+    "bfloat16-compiled": ("bfloat16", True),
+}
 ROLLOUT_SAMPLES = (4, 16)  # plain samples per prompt: 128 and 512 sequences on 32 prompts
 # from issue 12: half the compute ceiling (~1100 tokens/s), twice the first measured search rate
 TARGETS = {"plain_tokens_per_second": 550, "search_tokens_per_second": 330, "value_fraction": 0.15}
@@ -82,6 +92,30 @@ class TimedScorer:
         return scores
 
 
+@contextlib.contextmanager
+def scheduled_tokens(engine) -> Iterator[list[int]]:
+    """Count the tokens vLLM's scheduler puts through the model (sampled and prefilled) while the
+    block runs; stays [0] on other engines."""
+    counted = [0]
+    if engine.name != "vllm":
+        yield counted
+        return
+    from vllm.v1.core.sched.scheduler import Scheduler
+
+    original = Scheduler.schedule
+
+    def schedule(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        counted[0] += out.total_num_scheduled_tokens
+        return out
+
+    Scheduler.schedule = schedule
+    try:
+        yield counted
+    finally:
+        Scheduler.schedule = original
+
+
 def run_search(engine, tokenizer, texts, ids, settings, sampling, ensemble) -> dict:
     scorer = TimedScorer(ensemble)
     sampled = 0
@@ -96,11 +130,24 @@ def run_search(engine, tokenizer, texts, ids, settings, sampling, ensemble) -> d
     engine.continue_batch = counting
     started = time.perf_counter()
     try:
-        guided_search(engine, tokenizer, texts, ids, settings, sampling, scorer, seed=0)
+        with scheduled_tokens(engine) as scheduled:
+            guided_search(engine, tokenizer, texts, ids, settings, sampling, scorer, seed=0)
     finally:
         engine.continue_batch = original
     seconds = time.perf_counter() - started
-    return {"seconds": seconds, "sampled_tokens": sampled, "value_seconds": scorer.seconds}
+    return {
+        "seconds": seconds,
+        "sampled_tokens": sampled,
+        "value_seconds": scorer.seconds,
+        **model_tokens(scheduled[0], sampled),
+    }
+
+
+def model_tokens(scheduled: int, sampled: int) -> dict:
+    """What the policy read beyond the sampled tokens: the prefixes it (re)computed."""
+    if not scheduled:
+        return {}
+    return {"model_tokens": scheduled, "prefill_tokens": scheduled - sampled}
 
 
 def plain_rollout(engine, ids, n: int, max_new_tokens: int, sampling) -> dict:
@@ -110,7 +157,8 @@ def plain_rollout(engine, ids, n: int, max_new_tokens: int, sampling) -> dict:
         for j, prompt in enumerate(ids)
     ]
     started = time.perf_counter()
-    outputs = engine.continue_batch(requests, sampling)
+    with scheduled_tokens(engine) as scheduled:
+        outputs = engine.continue_batch(requests, sampling)
     seconds = time.perf_counter() - started
     sampled = sum(len(c.token_ids) + c.ended for cs in outputs for c in cs)
     return {
@@ -118,11 +166,13 @@ def plain_rollout(engine, ids, n: int, max_new_tokens: int, sampling) -> dict:
         "seconds": seconds,
         "sampled_tokens": sampled,
         "tokens_per_second": sampled / seconds,
+        **model_tokens(scheduled[0], sampled),
     }
 
 
-def precision_run(args, dtype: str) -> dict:
-    """This script's vLLM measurements at one precision, in a fresh process."""
+def precision_run(args, variant: str) -> dict:
+    """This script's vLLM measurements with one of VARIANTS' settings, in a fresh process."""
+    dtype, compiled = VARIANTS[variant]
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "part.json"
         command = [
@@ -132,6 +182,7 @@ def precision_run(args, dtype: str) -> dict:
             "vllm",
             "--dtype",
             dtype,
+            *(["--compile"] if compiled else []),
             "--out",
             str(out),
         ]
@@ -143,8 +194,8 @@ def precision_run(args, dtype: str) -> dict:
 
 
 def precision_report(args) -> dict:
-    """float32 against bfloat16 on vLLM, with the targets each meets."""
-    runs = {dtype: precision_run(args, dtype) for dtype in DTYPES}
+    """The VARIANTS on vLLM, with the targets each meets."""
+    runs = {variant: precision_run(args, variant) for variant in VARIANTS}
     for run in runs.values():
         run["meets"] = {
             "plain_tokens_per_second": min(p["tokens_per_second"] for p in run["plain"])
@@ -154,8 +205,8 @@ def precision_report(args) -> dict:
             "value_fraction": run["value_fraction"] < TARGETS["value_fraction"],
         }
     return {
-        "benchmark": "vLLM plain rollouts and guided search, float32 vs bfloat16 (policy and "
-        "value scoring), each precision in its own process",
+        "benchmark": "vLLM plain rollouts and guided search: float32, bfloat16 (policy and value "
+        "scoring) and bfloat16 with the policy compiled, each in its own process",
         "targets": TARGETS,
         "machine": machine(),
         "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -305,6 +356,7 @@ def main() -> None:
     parser.add_argument(
         "--dtype", choices=DTYPES, default="float32", help="policy dtype and value scoring dtype"
     )
+    parser.add_argument("--compile", action="store_true", help="policy.compile (vLLM only)")
     parser.add_argument("--beams", type=int, default=4)
     parser.add_argument("--children", type=int, default=4)
     parser.add_argument("--chunk-tokens", type=int, default=8)
@@ -313,7 +365,7 @@ def main() -> None:
     parser.add_argument("--kv-cache-gib", type=int, default=RunConfig().policy.cpu_kv_cache_gib)
     parser.add_argument(
         "--engines", default="vllm,hf,reference,vas", help="comma-separated subset ('vas' alone: "
-        "token-level guidance only; 'dtypes': vLLM at float32 and at bfloat16)",
+        "token-level guidance only; 'dtypes': vLLM at float32, bfloat16, bfloat16 compiled)",
     )  # fmt: skip
     parser.add_argument("--vas-prompts", type=int, default=8)
     parser.add_argument("--vas-tokens", type=int, default=32)
@@ -338,7 +390,9 @@ def main() -> None:
         engines.discard("dtypes")
         if not engines:
             return
-    cfg = RunConfig(policy={"cpu_kv_cache_gib": args.kv_cache_gib, "dtype": args.dtype})
+    cfg = RunConfig(
+        policy={"cpu_kv_cache_gib": args.kv_cache_gib, "dtype": args.dtype, "compile": args.compile}
+    )
     model_path = resolve_model(cfg.policy.model)
     settings = SearchSettings(args.beams, args.children, args.chunk_tokens, args.max_new_tokens)
     sampling = SamplingSettings(cfg.sampling.temperature, cfg.sampling.top_p, cfg.sampling.top_k)
