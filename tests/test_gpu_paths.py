@@ -1,7 +1,7 @@
 """The scale-out paths a config selects, checked on CPU with the tiny model: tensor-parallel vLLM
-(its validation only), compiled vLLM (its validation; tests/test_end_to_end.py runs it), LoRA
-value training, data-parallel value training under torchrun, DeepSpeed's early error and example
-config, and gradient checkpointing."""
+(its validation only), compiled vLLM (its validation; tests/test_end_to_end.py runs it), value
+scoring's device (its validation), LoRA value training, data-parallel value training under
+torchrun, DeepSpeed's early error and example config, and gradient checkpointing."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from iro.pipeline.value_training import (
 )
 from tests.conftest import tiny_value_config
 from valuefn.model import LoraSpec, TokenValueModel
+from valuefn.scoring import ValueEnsemble
 from valuefn.training import ValueTrainingArguments, train_value_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,6 +93,18 @@ def test_compiling_the_policy_is_for_vllm_only():
     assert parse_config({"policy": {"compile": True}}).policy.compile
     with pytest.raises(ConfigError, match=r"policy\.compile compiles vLLM's model; engine hf"):
         parse_config({"policy": {"engine": "hf", "compile": True}})
+
+
+def test_value_scoring_runs_on_a_named_device_only(tiny_lm, tiny_tokenizer, tmp_path):
+    with pytest.raises(ConfigError, match=r"value\.score_device"):
+        parse_config({"value": {"score_device": "gpu"}})
+    assert parse_config({"value": {"score_device": "cuda:1"}}).value.score_device == "cuda:1"
+    TokenValueModel.from_causal_lm(str(tiny_lm)).save(tmp_path / "v", tiny_tokenizer)
+    on_cpu = ValueEnsemble.load([tmp_path / "v"], [1.0], 64, 4, device="cpu")
+    assert on_cpu.score(["the list"], ["returns a value"], [True]).shape == (1,)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"value\.score_device is cuda, but this machine"):
+            ValueEnsemble.load([tmp_path / "v"], [1.0], 64, 4, device="cuda")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the check passes on a GPU machine")

@@ -35,6 +35,7 @@ SPECIAL = {
     "reward.components": [{"type": "sentiment"}],
     "sampling.stop": ["\n\n"],
     "value.beta": [0.5, 2.0],
+    "value.score_device": "cuda",
     "eval.baselines": ["base"],
     "report.methods": ["base"],
     "report.pairwise_judge": "summary",

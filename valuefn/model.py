@@ -72,8 +72,11 @@ def cached_forward(module: nn.Module, ids: torch.Tensor, mask: torch.Tensor, kv=
     go to the module (a causal LM that only reads its last position: `logits_to_keep=1`).
 
     Positions count real tokens only (cumsum of the mask), so a left-padded row is read at the
-    positions it has alone and its outputs do not depend on the rest of the batch.
+    positions it has alone and its outputs do not depend on the rest of the batch. Inputs move to
+    the module's device.
     """
+    device = next(module.parameters()).device
+    ids, mask = ids.to(device), mask.to(device)
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
     return module(
         input_ids=ids,
@@ -342,8 +345,8 @@ class TokenValueModel(nn.Module):
         `candidate_values`) and V at each last token (the empty response), shape (rows,)."""
         cached, out = CachedRows.read(self.trunk, prompts, pad, _last_hidden)
         window = out.last_hidden_state[:, -2:]  # a last token's previous state is in the window
-        previous = _previous_states(window, cached.mask[:, -2:])[:, -1]
-        last_tokens = torch.tensor([p[-1] for p in prompts])
+        previous = _previous_states(window, cached.mask[:, -2:].to(window.device))[:, -1]
+        last_tokens = torch.tensor([p[-1] for p in prompts], device=window.device)
         return cached, self.read_values(window[:, -1], previous, last_tokens)
 
     @torch.no_grad()
@@ -416,6 +419,7 @@ class TokenValueModel(nn.Module):
         hidden = cached_forward(
             self.trunk, ids, torch.cat([past_mask, new_mask], dim=1), kv
         ).last_hidden_state
+        ids = ids.to(hidden.device)
         first_previous = torch.stack(
             [r.hidden[-1] if len(r) else p.last[0] for p, r in zip(prompts, reused, strict=True)]
         ).to(hidden.dtype)

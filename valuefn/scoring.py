@@ -143,12 +143,18 @@ class ValueEnsemble:
         batch_size: int,
         prior: Prior | None = None,
         score_dtype: torch.dtype = torch.float32,
+        device: str = "cpu",
     ) -> ValueEnsemble:
+        """The value models saved in `directories`, on `device` (cpu, cuda, cuda:N)."""
         from transformers import AutoTokenizer
 
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ValueError(
+                f"value.score_device is {device}, but this machine has no CUDA device: set cpu"
+            )
         members = []
         for directory, beta in zip(directories, betas, strict=True):
-            model = TokenValueModel.load(directory).eval()
+            model = TokenValueModel.load(directory).to(device).eval()
             tokenizer = AutoTokenizer.from_pretrained(directory)
             members.append(LoadedValue(model, tokenizer, beta, name=str(directory)))
         return cls(members, max_length, batch_size, prior, score_dtype)
@@ -184,7 +190,8 @@ class ValueEnsemble:
             for r, e in zip(responses, ended, strict=True)
         ]
         ids, mask = right_pad([p.input_ids for p in pairs], self._pad_id(member))
-        return _last_real(member.model(ids, mask), mask)
+        device = member.model.value_head.weight.device
+        return _last_real(member.model(ids.to(device), mask.to(device)), mask)
 
     def _incremental(
         self, member: LoadedValue, rows: Sequence[tuple[int, str, list[int]]]

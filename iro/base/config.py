@@ -373,6 +373,13 @@ class ValueModelConfig(Section):
         description="bfloat16: score candidates under bf16 autocast, the precision that "
         "training.bf16 trains in; 1.6x faster value scoring on AVX512-BF16 CPUs and on GPUs",
     )
+    score_device: str = Field(
+        "cpu",
+        pattern=r"^(cpu|cuda(:\d+)?)$",
+        description="where the value models score a chunk-level search's candidates: cpu, cuda "
+        "or cuda:N (beside vLLM's share of the GPU, policy.gpu_memory_utilization). Token-level "
+        "VAS scores where its transformers policy runs, on the CPU",
+    )
 
     @model_validator(mode="after")
     def _td_targets_are_whole_values(self) -> ValueModelConfig:

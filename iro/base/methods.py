@@ -51,6 +51,7 @@ METHODS: dict[str, Method] = {
                 "value.beta",
                 "value.max_length",
                 "value.score_dtype",
+                "value.score_device",  # a GPU's values round differently: other selections
                 "decode.final_pick",
             ),
         ),

@@ -67,7 +67,8 @@ def _token_level(
         outputs = ivl.decode(engine.model, tokenizer, guide_dirs[0], texts, cfg, seeds)
     else:
         if method == "vas":
-            ensemble = build_value_ensemble(cfg, guide_dirs, betas=betas)
+            # beside the transformers policy, which runs on the CPU
+            ensemble = build_value_ensemble(cfg, guide_dirs, betas=betas, device="cpu")
             if ensemble is None:
                 raise ValueError("method 'vas' needs at least one value model")
             scorer = ValueShift(ensemble, d.guidance_beta, tokenizer)

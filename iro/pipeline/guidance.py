@@ -60,10 +60,11 @@ def build_value_ensemble(
     value_dirs: Sequence[Path],
     task_prompts: Mapping[str, str] | None = None,
     betas: Sequence[float] | None = None,
+    device: str | None = None,
 ) -> ValueEnsemble | None:
     """V_1..V_k, each carrying its own beta_i (`betas`, default value.beta); with `task_prompts`,
     the reward prior that value models trained on one (value.prior = reward) add to their
-    residual."""
+    residual. They score on `device` (default value.score_device)."""
     if not value_dirs:
         return None
     check_value_models(value_dirs, cfg.value.backbone)  # refuse another run's value models early
@@ -74,6 +75,7 @@ def build_value_ensemble(
         batch_size=cfg.value.score_batch_size,
         prior=reward_prior(cfg, task_prompts) if task_prompts is not None else None,
         score_dtype=getattr(torch, cfg.value.score_dtype),
+        device=device or cfg.value.score_device,
     )
 
 

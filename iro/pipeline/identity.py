@@ -164,7 +164,12 @@ def _leaves(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 # Keys added after artifacts existed, at the value those artifacts were made with
-PREDATED = {"value.head": "scalar", "value.processes": 1, "policy.compile": False}
+PREDATED = {
+    "value.head": "scalar",
+    "value.processes": 1,
+    "policy.compile": False,
+    "value.score_device": "cpu",
+}
 
 
 def _unselected(chosen: dict[str, Any], key: str) -> bool:
