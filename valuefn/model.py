@@ -56,15 +56,19 @@ def left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, tor
 
 def load_trunk(directory: Path, meta_name: str, kind: str) -> tuple[nn.Module, dict]:
     """A saved model's trunk, built from its config.json (weights not loaded yet), and its
-    metadata file; nothing is unpickled and no remote code runs."""
+    metadata file; nothing is unpickled and no remote code runs. The weights are left
+    uninitialised: the caller loads every one of them (random init took ~1 s a value model)."""
     from transformers import AutoConfig, AutoModel
+    from transformers.initialization import no_init_weights
 
     directory = Path(directory)
     meta_path = directory / meta_name
     if not meta_path.is_file():
         raise FileNotFoundError(f"{directory} is not a saved {kind} (no {meta_name})")
     meta = json.loads(meta_path.read_text())
-    return AutoModel.from_config(AutoConfig.from_pretrained(directory)), meta
+    with no_init_weights():
+        trunk = AutoModel.from_config(AutoConfig.from_pretrained(directory))
+    return trunk, meta
 
 
 def cached_forward(module: nn.Module, ids: torch.Tensor, mask: torch.Tensor, kv=None, **kwargs):
