@@ -45,7 +45,7 @@ from iro.pipeline.guidance import build_value_ensemble, reward_prior
 from iro.pipeline.ivl import RESIDUAL_DIR
 from iro.pipeline.methods import VAS_RUN_SETTINGS, search_settings
 from iro.pipeline.runner import VALUE_DIR, Pipeline
-from iro.pipeline.scoring import best_per_prompt, build_run_reward, score_table
+from iro.pipeline.scoring import best_per_prompt, build_run_reward, score_rows
 from iro.reports.stats import paired_bootstrap, win_outcomes
 from valuefn.diagnostics import prefix_quality
 from valuefn.scoring import Prior, ValueEnsemble
@@ -125,7 +125,7 @@ def sample_pool(cfg: RunConfig, prompts: pd.DataFrame, seed: int) -> pd.DataFram
     stop = tuple(cfg.sampling.stop or ())
     settings = SearchSettings.best_of_n(max(BON_US), cfg.sampling.max_new_tokens, stop)
     pool = generate(cfg, prompts, settings, [], seed, guided=False)
-    return score_table(build_run_reward(cfg), pool)
+    return score_rows(cfg, pool)
 
 
 def pool_methods(pool: pd.DataFrame) -> dict[tuple[str, int], pd.Series]:
@@ -143,7 +143,7 @@ def prior_guided_rewards(cfg: RunConfig, prompts: pd.DataFrame, seed: int) -> pd
     The ablation that shows what the learned residual of value.prior = reward adds.
     """
     table = generate(cfg, prompts, search_settings(cfg, "iro"), [], seed, prior_only=True)
-    best = best_per_prompt(score_table(build_run_reward(cfg), table))
+    best = best_per_prompt(score_rows(cfg, table))
     return best.set_index("prompt_id")["reward"]
 
 

@@ -1,5 +1,5 @@
-"""Generation sharded across Ray actors (a local 2-worker cluster, the tiny model): the shards'
-tables merge into exactly the single-process table for the same seeds.
+"""Generation and reward scoring sharded across Ray actors (a local 2-worker cluster, the tiny
+model): the shards' tables merge into exactly the single-process table for the same seeds.
 
 Starting the cluster and its two actors takes ~15 s on 2 busy cores (the first run after
 installing Ray, with cold caches, ~45 s), so these stay in the fast set."""
@@ -16,6 +16,7 @@ import torch
 from iro.base.config import ConfigError, RayConfig, RunConfig, parse_config
 from iro.pipeline import sharding
 from iro.pipeline.generation import generate
+from iro.pipeline.scoring import score_rows
 from valuefn.model import TokenValueModel
 from valuefn.search import SearchSettings
 
@@ -36,7 +37,9 @@ PROMPTS = pd.DataFrame(
 )
 
 
-def config(model: Path, prompts_per_call: int | None = 2, **ray: object) -> RunConfig:
+def config(
+    model: Path, prompts_per_call: int | None = 2, reward: dict | None = None, **ray: object
+) -> RunConfig:
     return parse_config(
         {
             "seed": 3,
@@ -47,7 +50,7 @@ def config(model: Path, prompts_per_call: int | None = 2, **ray: object) -> RunC
                 "prompts_per_call": prompts_per_call,
             },
             "data": {"use_chat_template": False, "prompt_template": "{prompt}"},
-            "reward": {"components": LENGTH},
+            "reward": reward or {"components": LENGTH},
             "sampling": {"max_new_tokens": 6, "temperature": 1.0, "top_k": 0},
             "value": {"backbone": str(model), "num_layers": 1, "max_length": 64},
             "ray": ray,
@@ -116,6 +119,17 @@ def test_a_value_guided_search_merges_into_the_single_process_table(
 def test_a_reward_guided_search_merges_into_the_single_process_table(ray_cluster, tiny_lm):
     single, sharded = both_ways(tiny_lm, value_dirs=[], prior_only=True)
     assert single["value_score"].abs().sum() > 0
+    pd.testing.assert_frame_equal(sharded, single)
+
+
+def test_reward_scoring_merges_into_the_single_process_table(ray_cluster, tiny_lm):
+    table = generate(config(tiny_lm), PROMPTS, CHUNKED, [], 11, guided=False)
+    # a neural reward (sentence embeddings, batched) and a rule; shards break on 3-row calls
+    reward = {"components": [{"type": "embedding_similarity"}, *LENGTH], "batch_size": 3}
+    assert sharding.shard_bounds(len(table), 2, 3)[0] == (0, 12)  # 4 of the 7 calls, then 3
+    single = score_rows(config(tiny_lm, reward=reward), table)
+    sharded = score_rows(config(tiny_lm, reward=reward, workers=2), table)
+    assert single["reward_embedding_similarity"].nunique() > 1
     pd.testing.assert_frame_equal(sharded, single)
 
 

@@ -196,7 +196,12 @@ class RewardFunctionConfig(Section):
         ],
         min_length=1,
     )
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(
+        64,
+        ge=1,
+        description="rows the reward reads per call when a table is scored; Ray shards of the "
+        "score stage break on its multiples",
+    )
 
 
 class SamplingConfig(Section):

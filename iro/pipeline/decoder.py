@@ -20,7 +20,7 @@ from iro.pipeline import ivl
 from iro.pipeline.generation import Progress, generate
 from iro.pipeline.guidance import build_value_ensemble
 from iro.pipeline.methods import search_settings
-from iro.pipeline.scoring import best_per_prompt, build_run_reward, score_table
+from iro.pipeline.scoring import best_per_prompt, build_run_reward, score_rows
 from valuefn.token_guidance import (
     GuidedPrompt,
     RewardShift,
@@ -36,7 +36,7 @@ def _pick(cfg: RunConfig, method: str, candidates: pd.DataFrame) -> pd.DataFrame
     if method == "base" or (method == "iro" and cfg.decode.final_pick == "value"):
         # pools come ranked by value, best first (base has one candidate)
         return candidates[candidates["candidate"] == 0].reset_index(drop=True)
-    return best_per_prompt(score_table(build_run_reward(cfg), candidates))
+    return best_per_prompt(score_rows(cfg, candidates))
 
 
 def _token_level(
@@ -140,5 +140,5 @@ def decode_scored(
     """`decode`, with every output's reward (methods that pick by reward already have it)."""
     outputs = decode(cfg, prompts, method, value_dirs, seed, progress)
     if "reward" not in outputs.columns:
-        outputs = score_table(build_run_reward(cfg), outputs)
+        outputs = score_rows(cfg, outputs)
     return outputs

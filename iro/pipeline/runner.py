@@ -32,7 +32,7 @@ from iro.pipeline.generation import Progress, generate
 from iro.pipeline.identity import config_slice
 from iro.pipeline.methods import rollout_settings, samples_per_prompt
 from iro.pipeline.reweight import reweight
-from iro.pipeline.scoring import build_run_reward, score_table
+from iro.pipeline.scoring import build_run_reward, score_rows
 from iro.pipeline.value_training import train_value, training_arguments
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ class Pipeline:
 
     def score(self, rollout: Artifact, only_existing: bool = False) -> Artifact:
         def build(out: Path) -> dict[str, Any]:
-            scored = score_table(build_run_reward(self.cfg), rollout.table())
+            scored = score_rows(self.cfg, rollout.table())
             scored.to_parquet(out / TABLE)
             return {"reward_mean": float(scored["reward"].mean()), "rows": len(scored)}
 

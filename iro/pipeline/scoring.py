@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+from collections import defaultdict
 
+import numpy as np
 import pandas as pd
 
 from iro.base.config import RunConfig
@@ -24,14 +26,37 @@ def _cached_reward(components_json: str) -> WeightedSum:
     return build_reward([(c["type"], c["weight"], c["options"]) for c in components])
 
 
-def score_table(reward: WeightedSum, table: pd.DataFrame) -> pd.DataFrame:
-    """A copy of `table` with the total `reward` and one `reward_<component>` column per term."""
-    total, parts = reward.score_components(table["prompt"].tolist(), table["response"].tolist())
+def score_table(reward: WeightedSum, table: pd.DataFrame, rows_per_call: int) -> pd.DataFrame:
+    """A copy of `table` with the total `reward` and one `reward_<component>` column per term.
+
+    The reward reads `rows_per_call` rows at a time (reward.batch_size): a reward model's
+    batches, and so its rounding, are then the same whether one process scores the table or Ray
+    workers score shards that break on those multiples.
+    """
+    totals, parts = [], defaultdict(list)
+    for start in range(0, len(table), rows_per_call):
+        rows = table.iloc[start : start + rows_per_call]
+        total, terms = reward.score_components(rows["prompt"].tolist(), rows["response"].tolist())
+        totals.append(total)
+        for name, values in terms.items():
+            parts[name].append(values)
     scored = table.copy()
-    scored["reward"] = total
+    scored["reward"] = np.concatenate(totals) if totals else np.zeros(0)
     for name, values in parts.items():
-        scored[f"reward_{name}"] = values
+        scored[f"reward_{name}"] = np.concatenate(values)
     return scored
+
+
+def score_rows(cfg: RunConfig, table: pd.DataFrame) -> pd.DataFrame:
+    """The score stage's table: `score_table` with the run's reward, in this process or, with
+    ray.workers > 1, on Ray actors whose shards merge into the same table."""
+    if table.empty:
+        raise ValueError("no candidates to score")
+    if cfg.ray.workers > 1:
+        from iro.pipeline.sharding import score_sharded  # imports ray only when asked for
+
+        return score_sharded(cfg, table)
+    return score_table(build_run_reward(cfg), table, cfg.reward.batch_size)
 
 
 def best_per_prompt(scored: pd.DataFrame) -> pd.DataFrame:

@@ -1,11 +1,13 @@
-"""Generation sharded across Ray actors, merging into exactly the table one process makes.
+"""Generation and reward scoring sharded across Ray actors, merging into exactly the table one
+process makes.
 
 Each actor owns one engine and runs `generate_shard` for a contiguous range of the prompts; the
 ranges' tables, concatenated in order, are the single-process table. That holds because every
 request's seed comes from the prompt's index in the whole table, and because shard boundaries
 fall on multiples of policy.prompts_per_call: each actor then makes exactly the engine and
 value-model calls the single process makes for its prompts (the transformers engine seeds a whole
-batch from its first request, so equal seeds alone would not be enough).
+batch from its first request, so equal seeds alone would not be enough). Scoring shards a table's
+rows the same way, on multiples of reward.batch_size, the rows the reward reads per call.
 
 Plain actors rather than Ray Data (which hangs when actors hold every CPU, ray#44687) or
 prefect-ray (whose workers need the Prefect API). Actors outlive one call, as the in-process
@@ -32,6 +34,7 @@ from iro.pipeline.generation import (
     policy_tokenizer,
     render,
 )
+from iro.pipeline.scoring import build_run_reward, score_table
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,10 @@ class ShardWorker:
         cfg = RunConfig.model_validate(config)
         return generate_shard(cfg, prompts, job, first_index=first_index)
 
+    def score(self, config: dict[str, Any], table: pd.DataFrame) -> pd.DataFrame:
+        cfg = RunConfig.model_validate(config)
+        return score_table(build_run_reward(cfg), table, cfg.reward.batch_size)
+
 
 def generate_sharded(
     cfg: RunConfig, prompts: pd.DataFrame, job: GenerationJob, progress: Progress | None = None
@@ -89,18 +96,8 @@ def generate_sharded(
             cfg.policy.prompts_per_call, len(bounds), cfg.ray.workers,
         )  # fmt: skip
     started = time.time()
-    connect(cfg.ray)
-    try:
-        actors = _actors(cfg.ray, len(bounds))
-        config = cfg.model_dump(mode="json")
-        refs = [
-            actor.generate.remote(config, prompts.iloc[start:stop], start, job)
-            for actor, (start, stop) in zip(actors, bounds, strict=True)
-        ]
-        tables = _gather(refs, progress)
-    except BaseException:
-        _discard()  # a failed or interrupted actor may be mid-call: the next call starts afresh
-        raise
+    shards = [(prompts.iloc[start:stop], start, job) for start, stop in bounds]
+    tables = _run_shards(cfg, "generate", shards, progress)
     log.info(
         "generated %d candidates for %d prompts on %d Ray workers in %.1f s",
         sum(len(t) for t in tables), len(prompts), len(bounds), time.time() - started,
@@ -109,7 +106,38 @@ def generate_sharded(
     return pd.concat(tables, ignore_index=True).copy()
 
 
-def _gather(refs: list, progress: Progress | None) -> list[pd.DataFrame]:
+def score_sharded(cfg: RunConfig, table: pd.DataFrame) -> pd.DataFrame:
+    """`score_table` with the run's reward on cfg.ray.workers Ray actors, one contiguous shard of
+    rows each, breaking on multiples of reward.batch_size."""
+    started = time.time()
+    bounds = shard_bounds(len(table), cfg.ray.workers, cfg.reward.batch_size)
+    tables = _run_shards(cfg, "score", [(table.iloc[start:stop],) for start, stop in bounds])
+    log.info(
+        "scored %d rows on %d Ray workers in %.1f s", len(table), len(bounds), time.time() - started
+    )
+    return pd.concat(tables).copy()  # the table's own index, as score_table keeps it
+
+
+def _run_shards(
+    cfg: RunConfig, method: str, shards: list[tuple], progress: Progress | None = None
+) -> list[pd.DataFrame]:
+    """`ShardWorker.<method>(config, *shard)` for each shard on its own actor; the tables in
+    shard order."""
+    connect(cfg.ray)
+    try:
+        actors = _actors(cfg.ray, len(shards))
+        config = cfg.model_dump(mode="json")
+        refs = [
+            getattr(actor, method).remote(config, *shard)
+            for actor, shard in zip(actors, shards, strict=True)
+        ]
+        return _gather(refs, method, progress)
+    except BaseException:
+        _discard()  # a failed or interrupted actor may be mid-call: the next call starts afresh
+        raise
+
+
+def _gather(refs: list, method: str, progress: Progress | None) -> list[pd.DataFrame]:
     """The shards' tables in shard order; an actor's error is raised as soon as it arrives."""
     import ray
 
@@ -119,7 +147,9 @@ def _gather(refs: list, progress: Progress | None) -> list[pd.DataFrame]:
         done, waiting = ray.wait(waiting, num_returns=1)
         tables[done[0]] = ray.get(done[0])
         if progress:
-            progress(f"{len(tables)} of {len(refs)} Ray shards generated", len(tables) / len(refs))
+            progress(
+                f"{len(tables)} of {len(refs)} Ray shards done ({method})", len(tables) / len(refs)
+            )
     return [tables[ref] for ref in refs]
 
 
