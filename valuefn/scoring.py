@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -67,6 +68,16 @@ def closest_read(row: Sequence[int], read: Sequence[ReadResponse]) -> tuple[Read
     """The read response sharing the longest prefix with `row`, and that prefix's length."""
     best = max(read, key=lambda r: shared_prefix_length(row, r.ids))
     return best, shared_prefix_length(row, best.ids)
+
+
+class _Pending(NamedTuple):
+    """A row to read: its index in the call, its prompt, the states it continues, its tokens."""
+
+    index: int
+    prompt: str
+    prompt_cache: CachedRows
+    reused: ResponseKV
+    row: list[int]
 
 
 @dataclass
@@ -209,7 +220,7 @@ class ValueEnsemble:
             if room >= 0:
                 kept.setdefault(prompt, []).append(read)
 
-        todo = []
+        todo: list[_Pending] = []
         for i, prompt, row in rows:
             state = member.prompt_state(prompt)
             if not row:
@@ -219,25 +230,25 @@ class ValueEnsemble:
             reused = ResponseKV.empty(state.cache)
             if earlier:
                 read, shared = closest_read(row, earlier)
-                if read.ids == row:  # read already (a finished beam carried along)
+                if read.ids == row:  # read already (e.g. cut back to its parent by a stop string)
                     values[i] = read.value
                     keep(prompt, read)
                     continue
                 reused = read.states.head(min(shared, len(row) - 1))
-            todo.append((i, prompt, state.cache, reused, row))
+            todo.append(_Pending(i, prompt, state.cache, reused, row))
+        # batch rows of similar length: a batch's past is padded to its longest row's
+        todo.sort(key=lambda t: t.prompt_cache.mask.shape[1] + len(t.reused))
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start : start + self.batch_size]
             batch_values, states = member.model.continue_responses(
-                [cache for _, _, cache, _, _ in batch],
-                [reused for _, _, _, reused, _ in batch],
-                [row[len(reused) :] for _, _, _, reused, row in batch],
+                [t.prompt_cache for t in batch],
+                [t.reused for t in batch],
+                [t.row[len(t.reused) :] for t in batch],
                 self._pad_id(member),
             )
-            for (i, prompt, _, _, row), value, read in zip(
-                batch, batch_values, states, strict=True
-            ):
-                values[i] = value
-                keep(prompt, ReadResponse(row, read, value))
+            for t, value, read in zip(batch, batch_values, states, strict=True):
+                values[t.index] = value
+                keep(t.prompt, ReadResponse(t.row, read, value))
         member.responses = kept
         return values
 
