@@ -11,7 +11,8 @@ from typing import Any
 from prefect import flow
 
 from flows.params import DEFAULT_CONFIG, ConfigPath, Overrides, RunName, flow_run_namer, run_config
-from iro.pipeline.evaluation import eval_row, rows_as_dicts
+from iro.base.config import RunConfig
+from iro.pipeline.evaluation import EvalRow, eval_row, rows_as_dicts
 from iro.pipeline.methods import method_label
 from iro.pipeline.runner import Pipeline
 from tasks.stages import evaluate_task
@@ -41,3 +42,14 @@ def iro_baselines(
             rows.append(eval_row(label, artifact))
             reference_reward = artifact.metrics["reference_mean_reward"]
     return {"evaluation": rows_as_dicts(rows), "reference_mean_reward": reference_reward}
+
+
+def baseline_rows(
+    cfg: RunConfig, config: ConfigPath, run_name: RunName, overrides: Overrides
+) -> tuple[list[EvalRow], float | None]:
+    """The baselines' table rows and the reference's mean reward, from the `iro-baselines`
+    subflow; none when the config turns evaluation off."""
+    if not cfg.eval.enabled:
+        return [], None
+    baselines = iro_baselines(config=config, run_name=run_name, overrides=overrides)
+    return [EvalRow(**row) for row in baselines["evaluation"]], baselines["reference_mean_reward"]

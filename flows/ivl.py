@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect import flow
 
-from flows.baselines import iro_baselines
+from flows.baselines import baseline_rows
 from flows.params import (
     DEFAULT_CONFIG,
     ConfigPath,
@@ -23,7 +23,7 @@ from flows.params import (
     run_config,
 )
 from iro.base.compat import check_run_inputs
-from iro.pipeline.evaluation import EvalRow, eval_row, rows_as_dicts
+from iro.pipeline.evaluation import eval_row, rows_as_dicts
 from iro.pipeline.runner import Pipeline
 from tasks.publish import publish_evaluation
 from tasks.stages import evaluate_task, train_residual_task
@@ -47,12 +47,7 @@ def ivl_pipeline(
     cfg = run_config(config, name, overrides)
     check_run_inputs(cfg, 0, cfg.eval.enabled)  # before any stage: models, prompts
     pipeline = Pipeline(cfg)
-    rows: list[EvalRow] = []
-    reference_reward = None
-    if cfg.eval.enabled:
-        baselines = iro_baselines(config=config, run_name=name, overrides=overrides)
-        rows += [EvalRow(**row) for row in baselines["evaluation"]]
-        reference_reward = baselines["reference_mean_reward"]
+    rows, reference_reward = baseline_rows(cfg, config, name, overrides)
     with pipeline.store.run_lock(cfg.run_name):
         residual = train_residual_task(pipeline)
         if cfg.eval.enabled:

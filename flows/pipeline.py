@@ -6,7 +6,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.baselines import iro_baselines
+from flows.baselines import baseline_rows
 from flows.iteration import iro_iteration
 from flows.params import DEFAULT_CONFIG, ConfigPath, Overrides, RunName, flow_run_namer, run_config
 from iro.base.compat import check_run_inputs
@@ -32,12 +32,7 @@ def iro_pipeline(
     cfg = run_config(config, run_name, overrides)
     check_run_inputs(cfg, cfg.iterations, cfg.eval.enabled)  # before any stage: models, prompts
     pipeline = Pipeline(cfg)
-    rows: list[EvalRow] = []
-    reference_reward = None
-    if cfg.eval.enabled:
-        baselines = iro_baselines(config=config, run_name=run_name, overrides=overrides)
-        rows += [EvalRow(**row) for row in baselines["evaluation"]]
-        reference_reward = baselines["reference_mean_reward"]
+    rows, reference_reward = baseline_rows(cfg, config, run_name, overrides)
     for k in range(1, cfg.iterations + 1):
         summary = iro_iteration(config=config, iteration=k, run_name=run_name, overrides=overrides)
         if "evaluation" in summary:

@@ -217,10 +217,49 @@ def test_run_records_reach_the_other_machine(tmp_path, url, endpoint):
     assert json.loads((b.run_dir("demo") / "evaluation.json").read_text()) == record
 
 
-def test_gc_on_a_url_root_says_what_to_do(tmp_path, url, endpoint):
-    store = machine(tmp_path, "a", url, endpoint)
-    with pytest.raises(ArtifactError, match=r"not supported on a URL root.*--root"):
-        store.gc(dry_run=True)
+def published_store(tmp_path: Path, url: str, endpoint: str) -> dict[str, Any]:
+    """Machine A built a rollout, a score made from it and an unrelated score, and crashed
+    uploading a fourth (files, no manifest); machine B recorded a run that names the score."""
+    a, b = machine(tmp_path, "a", url, endpoint), machine(tmp_path, "b", url, endpoint)
+    rollout = a.create("rollout", 1, {"k": 1}, [], tiny_build("r"))
+    score = a.create("score", 1, {"k": 2}, [rollout], tiny_build("s"))
+    unused = a.create("score", 1, {"k": 3}, [], tiny_build("u"))
+    a._fs.pipe_file(a._blob_key("score", "00000000000000aa", "0" * 64), b"half an upload")
+    b.record_run_step("demo", "evaluation", {"rows": [{"artifact": f"score/{score.id}"}]})
+    return {"a": a, "b": b, "kept": [rollout, score], "unused": unused}
+
+
+def test_gc_at_a_url_removes_only_what_no_record_references_once_old_enough(
+    tmp_path, url, endpoint
+):
+    made = published_store(tmp_path, url, endpoint)
+    a, b, unused = made["a"], made["b"], made["unused"]
+    young = b.gc(min_age_hours=1)  # everything was just written: a run may not have recorded it
+    assert (young.artifacts, young.staging, young.kept, young.recent) == ([], [], 2, 2)
+    dry = b.gc(dry_run=True, min_age_hours=0)
+    assert dry.artifacts == [f"{url}/score/{unused.id}"]
+    assert dry.staging == [f"{url}/score/00000000000000aa"]
+    assert (dry.kept, dry.runs, dry.bytes > 0) == (2, 1, True)
+    assert machine(tmp_path, "c", url, endpoint).find("score", unused.id) is not None
+    report = a.gc(min_age_hours=0)
+    assert (report.artifacts, report.staging) == (dry.artifacts, dry.staging)
+    d = machine(tmp_path, "d", url, endpoint)
+    assert d.find("score", unused.id) is None  # unpublished: the next run that needs it rebuilds
+    assert not a._marker("score", unused.id).exists()  # and A no longer takes it as published
+    assert [d.find(k.stage, k.id).manifest for k in made["kept"]] == [
+        k.manifest for k in made["kept"]
+    ]
+    assert not a._fs.exists(a._key("score", "00000000000000aa"))
+    assert not a._fs.exists(a._key("score", unused.id))
+
+
+def test_gc_at_a_url_stops_on_a_record_it_cannot_read(tmp_path, url, endpoint):
+    made = published_store(tmp_path, url, endpoint)
+    a = made["a"]
+    a._fs.pipe_file(a._key("runs", "other", "evaluation.json"), b"{not json")
+    with pytest.raises(ArtifactError, match=r"runs.*is not JSON.*not collecting garbage"):
+        a.gc(min_age_hours=0)
+    assert machine(tmp_path, "c", url, endpoint).find("score", made["unused"].id) is not None
 
 
 def closed_port() -> int:

@@ -442,6 +442,11 @@ def test_gc_removes_only_what_no_run_references(tmp_path, capsys):
     assert not list(tmp_path.glob("*/.*"))  # nothing half-removed left behind
 
 
+def test_gc_min_age_is_refused_on_a_local_root(tmp_path, capsys):
+    assert run_cli("gc", "--min-age", "1", "--root", str(tmp_path)) == 2
+    assert "--min-age applies to a URL root only" in capsys.readouterr().err
+
+
 def test_gc_refuses_while_a_run_is_in_progress_or_a_record_is_unreadable(tmp_path):
     store = ArtifactStore(tmp_path)
     run = make_run(store)

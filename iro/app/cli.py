@@ -9,6 +9,7 @@ iro decode --run RUN --prompt "..." [--mode METHOD]       answer prompts with th
 iro report [--run RUN] [--config configs/demo.yaml]      win-rate report (default: latest run)
 iro server start / iro serve                             operate through a Prefect server
 iro store verify|quarantine STAGE/ID|gc [--dry-run]     check, set aside, clean the artifact store
+                                                         (gc of a URL root: --min-age HOURS)
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from iro.base.endpoint import EndpointError
 from iro.base.errors import OutOfMemory
 from iro.base.methods import METHODS
 from iro.base.models import ModelNotFoundError
-from iro.base.remote_store import Store, open_store
+from iro.base.remote_store import GC_MIN_AGE_HOURS, RemoteArtifactStore, Store, open_store
 from iro.base.store import ArtifactError
 from iro.reports.run import ReportError
 from reward.base import RewardError
@@ -176,7 +177,17 @@ def _cmd_store_quarantine(args: argparse.Namespace) -> int:
 
 
 def _cmd_store_gc(args: argparse.Namespace) -> int:
-    report = _store(args).gc(dry_run=args.dry_run)
+    store = _store(args)
+    if isinstance(store, RemoteArtifactStore):
+        min_age = GC_MIN_AGE_HOURS if args.min_age is None else args.min_age
+        report = store.gc(dry_run=args.dry_run, min_age_hours=min_age)
+    elif args.min_age is not None:
+        raise ArtifactError(
+            "--min-age applies to a URL root only; on a local root gc holds every run's "
+            "lock instead, so nothing a run is building can be taken for garbage"
+        )
+    else:
+        report = store.gc(dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for path in [*report.artifacts, *report.staging, *report.work]:
         print(f"{verb} {path}")
@@ -185,6 +196,7 @@ def _cmd_store_gc(args: argparse.Namespace) -> int:
         f"abandoned staging directories and {len(report.work)} stale work directories "
         f"({report.bytes / 1e6:.1f} MB); kept {report.kept} artifacts referenced by "
         f"{report.runs} runs"
+        + (f", and {report.recent} too recent to tell" if report.recent else "")
     )
     return 0
 
@@ -208,6 +220,13 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:
     p_quarantine.set_defaults(func=_cmd_store_quarantine)
     p_gc = with_root(store_sub.add_parser("gc", help="remove artifacts that no run references"))
     p_gc.add_argument("--dry-run", action="store_true", help="only print what would be removed")
+    p_gc.add_argument(
+        "--min-age",
+        type=float,
+        metavar="HOURS",
+        help="URL roots: keep anything written more recently (a run on another machine may not "
+        f"have recorded it yet; default {GC_MIN_AGE_HOURS:g})",
+    )
     p_gc.set_defaults(func=_cmd_store_gc)
 
 

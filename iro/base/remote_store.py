@@ -20,8 +20,8 @@ and every machine ends up with the same files for an id. Downloads are checked a
 manifest's checksums before they are renamed into the cache, as the local store does.
 
 A run lock (`run_lock`) serialises the work of one machine only; across machines, publication is
-safe by the conditional put. Remote gc is not implemented (use the bucket's lifecycle rules, and
-`iro store gc --root <cache dir>` for the local copy).
+safe by the conditional put; for the same reason gc on a URL goes by age as well as by
+references (`RemoteArtifactStore.gc`).
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path, PurePath, PurePosixPath
 from typing import Any, BinaryIO
 
@@ -53,6 +55,8 @@ from iro.base.store import (
     ArtifactStore,
     GcReport,
     checked_name,
+    manifest_parents,
+    referenced_closure,
     set_aside_hint,
 )
 
@@ -64,6 +68,9 @@ QUARANTINE = ".quarantine"
 # needs no request. Hidden, so the local store never takes it for a stage.
 PUBLISHED = ".published"
 ORIGIN = ".origin"  # `<cache>/.origin`: which URL a cache directory mirrors, for humans
+# gc on a URL keeps what was written more recently than this: a run elsewhere may not have
+# recorded it yet
+GC_MIN_AGE_HOURS = 24.0
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # storage option names whose values must never reach a log or a message
 _SECRET_NAME = re.compile(r"secret|token|password|passwd|credential|access_key|^key$", re.I)
@@ -565,13 +572,112 @@ class RemoteArtifactStore:
         log.info("unpublished %s/%s: its manifest is now in %s", stage, artifact_id, aside)
         return self._where_is(*aside)
 
-    def gc(self, dry_run: bool = False) -> GcReport:
-        """Not on a URL root: what no run references cannot be told from one machine's records."""
-        raise ArtifactError(
-            f"`iro store gc` is not supported on a URL root ({self._where}): collect this "
-            f"machine's working copy with `iro store gc --root {self.root}`, and expire the "
-            "bucket's objects with its own lifecycle rules"
-        )
+    def gc(self, dry_run: bool = False, min_age_hours: float = GC_MIN_AGE_HOURS) -> GcReport:
+        """Remove the published artifacts that no published run record references (nor any parent
+        of one), and the files of uploads that never published; only what was last written at
+        least `min_age_hours` ago. `dry_run` only reports.
+
+        Machines share no lock, so age stands in for the local gc's run locks: a run publishes an
+        artifact before a record names it, and anything younger stays. The manifest goes first,
+        so a gc killed midway leaves only unpublished files, which the next gc removes. A run that
+        took an old unreferenced artifact just before gc removed it may still record it; a machine
+        without a copy then rebuilds it under the same id. This machine's working copy is not
+        collected here: `iro store gc --root <cache>` does that.
+        """
+        if not min_age_hours >= 0:
+            raise ArtifactError(f"gc: min_age_hours must be 0 or more, got {min_age_hours}")
+        entries = self._entries()
+        records = self._published_records()
+        published = {key for key, entry in entries.items() if entry.published}
+        keep = referenced_closure(list(records.values()), published, self._published_parents)
+        cutoff = time.time() - min_age_hours * 3600
+        report = GcReport(runs=len({run for run, _ in records}))
+        for (stage, artifact_id), entry in sorted(entries.items()):
+            if (stage, artifact_id) in keep:
+                report.kept += 1
+                continue
+            if entry.written > cutoff:
+                report.recent += 1
+                continue
+            where = self._where_is(stage, artifact_id)
+            (report.artifacts if entry.published else report.staging).append(where)
+            report.bytes += entry.size
+            if not dry_run:
+                self._remove_entry(stage, artifact_id, entry)
+        return report
+
+    def _entries(self) -> dict[tuple[str, str], _RemoteEntry]:
+        """Every `<stage>/<id>` under the URL with objects in it, published or not."""
+        self._probe()
+        with self._remote("list the objects under the URL"):
+            objects = self._fs.find(self._base, detail=True)
+            entries: dict[tuple[str, str], _RemoteEntry] = {}
+            for key, info in objects.items():
+                parts = PurePosixPath(key).relative_to(self._base).parts
+                if len(parts) < 3 or parts[0] == RUNS or not all(map(ENTRY_NAME.match, parts[:2])):
+                    continue  # run records, .quarantine, and anything not this store's
+                entry = entries.setdefault((parts[0], parts[1]), _RemoteEntry())
+                entry.keys.append(key)
+                entry.size += int(info.get("size") or 0)
+                entry.written = max(entry.written, self._written(key, info))
+                entry.published |= parts[2:] == (MANIFEST,)
+        return entries
+
+    def _written(self, key: str, info: dict[str, Any]) -> float:
+        """When an object was last written (epoch seconds), from its listing or by asking."""
+        stamp = info.get("LastModified", info.get("mtime"))
+        if stamp is None:
+            stamp = self._fs.modified(key)
+        return stamp.timestamp() if isinstance(stamp, datetime) else float(stamp)
+
+    def _published_records(self) -> dict[tuple[str, str], Any]:
+        """Every published run record, by (run, name); one that cannot be read stops gc, since
+        what it references is then unknown."""
+        with self._remote("read the published run records"):
+            keys = self._fs.glob(self._key(RUNS, "*", "*.json"))
+            records = {}
+            for key in keys:
+                run, name = PurePosixPath(key).parts[-2:]
+                if ENTRY_NAME.match(run) and ENTRY_NAME.match(name):
+                    records[run, name] = self._fs.cat_file(key)
+        try:
+            return {ref: json.loads(data) for ref, data in records.items()}
+        except ValueError as err:
+            raise ArtifactError(
+                f"a run record under {self._where_is(RUNS)} is not JSON ({err}), so what it "
+                "references is unknown: not collecting garbage. Repair or remove it first"
+            ) from None
+
+    def _published_parents(self, key: tuple[str, str]) -> set[tuple[str, str]]:
+        data = self._remote_manifest(*key)
+        try:
+            return manifest_parents(json.loads(data or b"{}"))
+        except (ValueError, KeyError, TypeError) as err:
+            problem = f"{MANIFEST} does not say its parents ({type(err).__name__}: {err})"
+            raise ArtifactError(self._published_damage(*key, problem)) from None
+
+    def _remove_entry(self, stage: str, artifact_id: str, entry: _RemoteEntry) -> None:
+        """Unpublish first (readers stop finding it), then remove its files."""
+        manifest = self._manifest_key(stage, artifact_id)
+        with self._remote(f"remove {stage}/{artifact_id}"):
+            if entry.published:
+                self._fs.rm_file(manifest)
+            files = [key for key in entry.keys if key != manifest]
+            if files:
+                self._fs.rm(files)
+        self._marker(stage, artifact_id).unlink(missing_ok=True)
+        why = "no run references it" if entry.published else "an upload that never published"
+        log.info("removed %s: %s", self._where_is(stage, artifact_id), why)
+
+
+@dataclass
+class _RemoteEntry:
+    """The objects under one `<stage>/<id>` of a URL, as gc sees them."""
+
+    keys: list[str] = field(default_factory=list)
+    size: int = 0
+    written: float = 0.0  # the newest object's time, epoch seconds
+    published: bool = False  # its manifest is there
 
 
 # what `open_store` returns: either store, with one interface

@@ -157,10 +157,11 @@ class ArtifactCheck:
 class GcReport:
     """What `gc` removed (or, dry, would remove), and how much it kept."""
 
-    artifacts: list[Path] = field(default_factory=list)
-    staging: list[Path] = field(default_factory=list)
+    artifacts: list[Path | str] = field(default_factory=list)  # str: a URL's artifacts
+    staging: list[Path | str] = field(default_factory=list)  # str: a URL's unpublished uploads
     work: list[Path] = field(default_factory=list)  # work directories (WORK) of no more use
     kept: int = 0
+    recent: int = 0  # at a URL: unreferenced, but written too recently to tell (min_age_hours)
     runs: int = 0
     bytes: int = 0
 
@@ -568,15 +569,8 @@ class ArtifactStore:
         unknown, and gc must not guess.
         """
         existing = {(stage, artifact_id) for stage, artifact_id, _ in self._artifact_dirs()}
-        todo = set()
-        for record in self._run_records():
-            todo |= _named_in(_read_json(record, "run record")) & existing
-        seen: set[tuple[str, str]] = set()
-        while todo:
-            key = todo.pop()
-            seen.add(key)
-            todo |= _parents(self.path_of(*key)) & existing - seen
-        return seen
+        records = [_read_json(record, "run record") for record in self._run_records()]
+        return referenced_closure(records, existing, lambda key: _parents(self.path_of(*key)))
 
     def gc(self, dry_run: bool = False) -> GcReport:
         """Remove every artifact no run references, staging left by dead processes, and work
@@ -630,11 +624,32 @@ class ArtifactStore:
         log.info("removed %s: no run references it", path)
 
 
+def referenced_closure(
+    records: Sequence[Any],
+    existing: set[tuple[str, str]],
+    parents_of: Callable[[tuple[str, str]], set[tuple[str, str]]],
+) -> set[tuple[str, str]]:
+    """The artifacts of `existing` that the run records name, and their parents, transitively:
+    what gc keeps, on local disk or at a URL."""
+    todo = set().union(*map(_named_in, records)) & existing
+    seen: set[tuple[str, str]] = set()
+    while todo:
+        key = todo.pop()
+        seen.add(key)
+        todo |= parents_of(key) & existing - seen
+    return seen
+
+
+def manifest_parents(manifest: dict[str, Any]) -> set[tuple[str, str]]:
+    """(stage, id) of the parents a manifest names (KeyError or TypeError when it names none)."""
+    return {(p["stage"], p["id"]) for p in manifest["parents"]}
+
+
 def _parents(path: Path) -> set[tuple[str, str]]:
     """(stage, id) of the parents the manifest of the artifact at `path` names."""
     manifest = path / MANIFEST
     try:
-        return {(p["stage"], p["id"]) for p in json.loads(manifest.read_text())["parents"]}
+        return manifest_parents(json.loads(manifest.read_text()))
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ArtifactError(
             f"{manifest} is unreadable ({type(err).__name__}: {err}), so which artifacts it "
