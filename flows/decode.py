@@ -42,7 +42,7 @@ def iro_decode(
         run: the finished run whose value models guide decoding, e.g. demo.
         prompts: raw prompts, one per answer; the run's prompt template is applied.
         config: YAML run config; only its store section is read (which store holds the runs).
-        mode: the method (iro, args, cbs, vas, ...); empty: the run config's decode.mode.
+        mode: the method (iro, args, vas, ...; CBS is iro with search.implicit_reward); empty: the run config's decode.mode.
         iteration: use V_1..V_k of this iteration; empty: the latest finished one.
         with_runs: other runs' value models to add, as RUN or RUN@ITERATION, e.g. sentiment-vas.
         strengths: strength per run name (default 1; 0 leaves a run out), e.g. {"demo": 2}.

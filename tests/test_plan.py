@@ -123,6 +123,23 @@ def test_memory_grows_with_batch_and_model_size():
     assert trainer[llama] > GPUS["h100"].memory_gib * 2**30 > trainer[pythia]
 
 
+def test_value_scoring_is_costed_at_its_score_dtype_and_its_weights_stay_float32():
+    plans = {
+        dtype: build_plan(
+            load_config(CONFIGS / "paper-tldr.yaml", {"value.score_dtype": dtype}), "test"
+        )
+        for dtype in ("float32", "bfloat16")
+    }
+    value = {d: next(m for m in plan.models if m.role == "value") for d, plan in plans.items()}
+    assert value["float32"].weight_bytes == value["bfloat16"].weight_bytes
+    assert value["bfloat16"].matmul_dtype == "bfloat16"
+    hours = {d: plan.hours[-1]["value scoring"] for d, plan in plans.items()}
+    gpu = GPUS["h100"]
+    assert hours["float32"] / hours["bfloat16"] == pytest.approx(gpu.bf16_tflops / gpu.fp32_tflops)
+    reward = {d: plan.hours[-1]["reward"] for d, plan in plans.items()}
+    assert reward["float32"] == reward["bfloat16"]  # reward models have no score dtype
+
+
 @pytest.mark.parametrize(
     ("hub_id", "published"),
     [

@@ -21,9 +21,9 @@ from iro.base.models import EMBEDDED_PREFIX, default_cache_dir
 
 GIB = 2**30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-# Value models and reward models are loaded in float32 (valuefn/model.py, reward/*.py) and run
-# without autocast outside training, so their weights take 4 bytes and their forward passes run
-# at the GPU's float32 rate.
+# Value models and reward models are loaded in float32 (valuefn/model.py, reward/*.py), so their
+# weights take 4 bytes. Reward models run without autocast (the float32 rate); value models run
+# under autocast to `value.score_dtype` when the search scores (valuefn/scoring.py).
 SCORER_DTYPE = "float32"
 # Bytes per parameter while training in float32 with AdamW: weights 4 + gradients 4 + the two
 # moment estimates 8. bf16 autocast changes the matmuls, not these buffers.
@@ -131,10 +131,15 @@ class Model:
 
     role: str
     reference: str
-    dtype: str
+    dtype: str  # of the weights
     shape: Shape | None
     params: int | None
     source: str
+    compute_dtype: str = ""  # of the forward's matmuls (autocast); empty: the weights' dtype
+
+    @property
+    def matmul_dtype(self) -> str:
+        return self.compute_dtype or self.dtype
 
     @property
     def weight_bytes(self) -> int | None:
@@ -244,11 +249,17 @@ def find_shape(reference: str, cache_dir: str | None = None) -> tuple[Shape | No
 
 
 def _model(
-    role: str, reference: str, dtype: str, cfg: RunConfig, lm_head: bool, layers: int | None
+    role: str,
+    reference: str,
+    dtype: str,
+    cfg: RunConfig,
+    lm_head: bool,
+    layers: int | None,
+    compute_dtype: str = "",
 ) -> Model:
     shape, source = find_shape(reference, cfg.cache_dir)
     params = None if shape is None else shape.params(lm_head=lm_head, layers=layers)
-    return Model(role, reference, dtype, shape, params, source)
+    return Model(role, reference, dtype, shape, params, source, compute_dtype)
 
 
 def _gpu_rewards(cfg: RunConfig) -> list[RewardComponent]:
@@ -262,7 +273,11 @@ def run_models(cfg: RunConfig) -> tuple[Model, ...]:
     if cfg.policy.engine != "openai":
         models.append(_model("policy", cfg.policy.model, cfg.policy.dtype, cfg, True, None))
     value = cfg.value
-    models.append(_model("value", value.backbone, SCORER_DTYPE, cfg, False, value.num_layers))
+    models.append(
+        _model(
+            "value", value.backbone, SCORER_DTYPE, cfg, False, value.num_layers, value.score_dtype
+        )
+    )
     for component in _gpu_rewards(cfg):
         reference = str(component.options["model"])
         models.append(_model("reward", reference, SCORER_DTYPE, cfg, False, None))
@@ -383,7 +398,8 @@ def generation_stage(cfg: RunConfig, models: tuple[Model, ...]) -> Stage:
             )
         )
     value_bytes = None if value.weight_bytes is None else guides * value.weight_bytes
-    parts.append((f"{guides} value models guiding ({value.dtype})", value_bytes))
+    scoring = f", scoring in {value.matmul_dtype}" if value.matmul_dtype != value.dtype else ""
+    parts.append((f"{guides} value models guiding ({value.dtype}{scoring})", value_bytes))
     if cfg.value.prior == "reward":
         parts += [
             (f"reward {m.reference} as prior", m.weight_bytes) for m in _role(models, "reward")
@@ -470,7 +486,7 @@ def work_hours(
 def _forward_hours(model: Model, tokens: int, gpu: Gpu) -> float | None:
     if model.params is None:
         return None
-    return _seconds(2 * model.params * tokens, gpu, model.dtype, FORWARD_FRACTION) / 3600
+    return _seconds(2 * model.params * tokens, gpu, model.matmul_dtype, FORWARD_FRACTION) / 3600
 
 
 def _training_hours(cfg: RunConfig, value: Model, tokens: int, gpu: Gpu) -> float | None:
@@ -525,6 +541,8 @@ def _format_models(plan: Plan) -> list[str]:
             if m.params is None
             else f"{_count(m.params)} params, {_gib(m.weight_bytes)} GiB {m.dtype}; from {m.source}"
         )
+        if m.matmul_dtype != m.dtype:
+            size += f"; runs in {m.matmul_dtype} (autocast)"
         lines += [f"  {m.role:<16} {m.reference}", f"  {'':<16} {size}"]
     return lines
 
