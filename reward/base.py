@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
+
+# what a reward model's forward passes may run in: its weights stay float32, and anything else
+# is autocast (bf16 runs at a GPU's tensor-core rate, ~15x float32's on an H100)
+SCORE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 class RewardError(ValueError):
@@ -18,6 +23,23 @@ class Reward(ABC):
     @abstractmethod
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         """Score each response to its prompt; `prompts` are the raw task inputs, not chat text."""
+
+
+def checked_dtype(name: str, dtype: str) -> str:
+    if dtype not in SCORE_DTYPES:
+        raise ValueError(f"reward {name!r}: dtype must be one of {SCORE_DTYPES}, got {dtype!r}")
+    return dtype
+
+
+@contextmanager
+def model_inference(device: str, dtype: str) -> Iterator[None]:
+    """No gradients, and autocast to `dtype` unless it is float32: a reward model's forward."""
+    import torch
+
+    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    autocast = torch.autocast(device_type, getattr(torch, dtype), enabled=dtype != "float32")
+    with torch.no_grad(), autocast:
+        yield
 
 
 def check_scores(name: str, scores: np.ndarray, expected: int) -> np.ndarray:

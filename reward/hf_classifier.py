@@ -11,7 +11,7 @@ from functools import cached_property
 
 import numpy as np
 
-from reward.base import Reward
+from reward.base import Reward, checked_dtype, model_inference
 
 
 class SequenceClassifierReward(Reward):
@@ -26,6 +26,7 @@ class SequenceClassifierReward(Reward):
         use_chat_template: bool = True,
         trust_remote_code: bool = False,
         device: str = "cpu",
+        dtype: str = "float32",
     ):
         self.model_ref = model
         self.label = label
@@ -34,6 +35,7 @@ class SequenceClassifierReward(Reward):
         self.use_chat_template = use_chat_template
         self.trust_remote_code = trust_remote_code
         self.device = device
+        self.dtype = checked_dtype(self.name, dtype)
 
     @cached_property
     def tokenizer(self):
@@ -90,9 +92,7 @@ class SequenceClassifierReward(Reward):
         return self.tokenizer(list(prompts), list(responses), **common)
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
+        with model_inference(self.device, self.dtype):
             return self._score(prompts, responses)
 
     def _score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from reward.base import Reward
+from reward.base import Reward, checked_dtype, model_inference
 
 if TYPE_CHECKING:
     import torch
@@ -56,12 +56,14 @@ class TLDRRewardModel(Reward):
         batch_size: int = 8,
         max_length: int = 1024,
         device: str = "cpu",
+        dtype: str = "float32",
     ):
         self.model_ref = model
         self.template = template
         self.batch_size = batch_size
         self.max_length = max_length
         self.device = device
+        self.dtype = checked_dtype(self.name, dtype)
 
     @cached_property
     def _parts(self) -> tuple[torch.nn.Module, torch.nn.Linear, float, object]:
@@ -92,9 +94,7 @@ class TLDRRewardModel(Reward):
         return trunk, head, float(config["bias"]), tokenizer
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
+        with model_inference(self.device, self.dtype):
             return self._score(prompts, responses)
 
     def _score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:

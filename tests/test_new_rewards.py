@@ -66,6 +66,25 @@ def test_hf_classifier_label_out_of_range(tmp_path):
         reward.score(["a"], ["b"])
 
 
+def test_hf_classifier_in_bf16_scores_under_autocast_and_keeps_float32_weights(tmp_path):
+    model_dir = str(_tiny_classifier(tmp_path / "rm", None))
+    prompts, responses = ["the document", "a file"], ["returns the value", "a new string"]
+    full, half = (
+        build_reward([("hf_classifier", 1.0, {"model": model_dir, "dtype": dtype})])
+        for dtype in ("float32", "bfloat16")
+    )
+    exact, rounded = full.score(prompts, responses), half.score(prompts, responses)
+    assert not np.array_equal(exact, rounded)  # the forward really ran in bf16
+    np.testing.assert_allclose(rounded, exact, atol=0.05 * np.abs(exact).max())
+    assert half.components[0][0].model.dtype == torch.float32
+
+
+@pytest.mark.parametrize("reward_type", ["hf_classifier", "tldr_reward_model"])
+def test_a_reward_model_dtype_that_does_not_exist_is_named(reward_type):
+    with pytest.raises(ValueError, match=r"dtype must be one of .*got 'fp8'"):
+        build_reward([(reward_type, 1.0, {"model": "unused", "dtype": "fp8"})])
+
+
 def test_tldr_reward_model_reads_last_token_minus_bias(tmp_path):
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaModel

@@ -137,7 +137,19 @@ def test_value_scoring_is_costed_at_its_score_dtype_and_its_weights_stay_float32
     gpu = GPUS["h100"]
     assert hours["float32"] / hours["bfloat16"] == pytest.approx(gpu.bf16_tflops / gpu.fp32_tflops)
     reward = {d: plan.hours[-1]["reward"] for d, plan in plans.items()}
-    assert reward["float32"] == reward["bfloat16"]  # reward models have no score dtype
+    assert reward["float32"] == reward["bfloat16"]  # a reward model's dtype is its own option
+
+
+def test_reward_scoring_is_costed_at_the_components_dtype():
+    data = load_config(CONFIGS / "paper-tldr.yaml").model_dump()
+    assert data["reward"]["components"][0]["options"]["dtype"] == "bfloat16"
+    bf16 = build_plan(parse_config(data), "test")
+    del data["reward"]["components"][0]["options"]["dtype"]
+    fp32 = build_plan(parse_config(data), "test")
+    gpu = GPUS["h100"]
+    ratio = fp32.hours[-1]["reward"] / bf16.hours[-1]["reward"]
+    assert ratio == pytest.approx(gpu.bf16_tflops / gpu.fp32_tflops)
+    assert fp32.stages == bf16.stages  # float32 weights either way
 
 
 @pytest.mark.parametrize(

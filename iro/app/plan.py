@@ -22,8 +22,8 @@ from iro.base.models import EMBEDDED_PREFIX, default_cache_dir
 GIB = 2**30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 # Value models and reward models are loaded in float32 (valuefn/model.py, reward/*.py), so their
-# weights take 4 bytes. Reward models run without autocast (the float32 rate); value models run
-# under autocast to `value.score_dtype` when the search scores (valuefn/scoring.py).
+# weights take 4 bytes. Their forward passes run under autocast to `value.score_dtype`
+# (valuefn/scoring.py) and to a reward component's `dtype` option (reward/base.py).
 SCORER_DTYPE = "float32"
 # Bytes per parameter while training in float32 with AdamW: weights 4 + gradients 4 + the two
 # moment estimates 8. bf16 autocast changes the matmuls, not these buffers.
@@ -280,7 +280,8 @@ def run_models(cfg: RunConfig) -> tuple[Model, ...]:
     )
     for component in _gpu_rewards(cfg):
         reference = str(component.options["model"])
-        models.append(_model("reward", reference, SCORER_DTYPE, cfg, False, None))
+        dtype = str(component.options.get("dtype", SCORER_DTYPE))
+        models.append(_model("reward", reference, SCORER_DTYPE, cfg, False, None, dtype))
     return tuple(models)
 
 
