@@ -14,7 +14,8 @@ SCORE_DTYPES = ("float32", "bfloat16", "float16")
 
 
 class RewardError(ValueError):
-    """A reward that cannot be used (NaN, infinite, wrong count); names the offending row."""
+    """A reward that cannot be used (NaN, infinite, wrong count: names the offending row; or an
+    option it cannot take)."""
 
 
 class Reward(ABC):
@@ -27,7 +28,7 @@ class Reward(ABC):
 
 def checked_dtype(name: str, dtype: str) -> str:
     if dtype not in SCORE_DTYPES:
-        raise ValueError(f"reward {name!r}: dtype must be one of {SCORE_DTYPES}, got {dtype!r}")
+        raise RewardError(f"reward {name!r}: dtype must be one of {SCORE_DTYPES}, got {dtype!r}")
     return dtype
 
 
@@ -36,7 +37,7 @@ def model_inference(device: str, dtype: str) -> Iterator[None]:
     """No gradients, and autocast to `dtype` unless it is float32: a reward model's forward."""
     import torch
 
-    device_type = "cuda" if device.startswith("cuda") else "cpu"
+    device_type = torch.device(device).type
     autocast = torch.autocast(device_type, getattr(torch, dtype), enabled=dtype != "float32")
     with torch.no_grad(), autocast:
         yield

@@ -50,10 +50,14 @@ class SequenceClassifierReward(Reward):
 
     @cached_property
     def model(self):
+        import torch
         from transformers import AutoModelForSequenceClassification
 
         model = AutoModelForSequenceClassification.from_pretrained(
-            self.model_ref, trust_remote_code=self.trust_remote_code, use_safetensors=True
+            self.model_ref,
+            trust_remote_code=self.trust_remote_code,
+            use_safetensors=True,
+            dtype=torch.float32,  # not the checkpoint's: `dtype` autocasts the forward instead
         )
         if model.config.pad_token_id is None:
             model.config.pad_token_id = self.tokenizer.pad_token_id
@@ -62,7 +66,8 @@ class SequenceClassifierReward(Reward):
                 f"hf_classifier {self.model_ref}: label {self.label} out of range "
                 f"(the model has {model.config.num_labels} labels)"
             )
-        return model.to(self.device).eval()
+        # frozen: autocast would otherwise keep a low-precision copy of every weight per call
+        return model.requires_grad_(False).to(self.device).eval()
 
     @property
     def uses_chat_template(self) -> bool:

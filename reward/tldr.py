@@ -89,8 +89,8 @@ class TLDRRewardModel(Reward):
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         tokenizer.padding_side = "right"
-        trunk.to(self.device).eval()
-        head.to(self.device).eval()
+        for module in (trunk, head):  # float32 and frozen, as hf_classifier's model
+            module.requires_grad_(False).to(self.device, torch.float32).eval()
         return trunk, head, float(config["bias"]), tokenizer
 
     def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
@@ -117,5 +117,7 @@ class TLDRRewardModel(Reward):
             hidden = trunk(**batch).last_hidden_state
             last = batch["attention_mask"].sum(dim=1) - 1  # right padding: last real token
             rows = torch.arange(hidden.shape[0], device=hidden.device)
-            scores.append((head(hidden[rows, last]).squeeze(-1) - bias).float().cpu().numpy())
+            with torch.autocast(hidden.device.type, enabled=False):  # the head and bias in fp32
+                score = head(hidden[rows, last].float()).squeeze(-1) - bias
+            scores.append(score.cpu().numpy())
         return np.concatenate(scores) if scores else np.zeros(0)

@@ -198,3 +198,14 @@ def test_an_unconverted_embedded_model_is_sized_from_the_table(tmp_path):
     shape, source = find_shape("embedded:smollm2-135m-instruct", cache_dir=str(tmp_path))
     assert shape == KNOWN_MODELS["HuggingFaceTB/SmolLM2-135M-Instruct"]
     assert source == "table (HuggingFaceTB/SmolLM2-135M-Instruct)"
+
+
+def test_a_reward_dtype_that_does_not_exist_stops_the_plan_naming_it(tmp_path, capsys):
+    data = load_config(CONFIGS / "paper-tldr.yaml").model_dump(mode="json")
+    data["reward"]["components"][0]["options"]["dtype"] = "bf16"
+    config = tmp_path / "bad-dtype.yaml"
+    config.write_text(json.dumps(data))  # JSON is YAML
+    assert cli.main(["check", str(config), "--plan"]) == 2
+    assert "dtype must be one of ('float32', 'bfloat16', 'float16'), got 'bf16'" in (
+        capsys.readouterr().err
+    )

@@ -10,6 +10,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -251,6 +252,42 @@ def test_gc_at_a_url_removes_only_what_no_record_references_once_old_enough(
     ]
     assert not a._fs.exists(a._key("score", "00000000000000aa"))
     assert not a._fs.exists(a._key("score", unused.id))
+
+
+def test_gc_at_a_url_keeps_the_parents_of_what_is_too_recent_and_objects_not_its_own(
+    tmp_path, url, endpoint
+):
+    a = machine(tmp_path, "a", url, endpoint)
+    parent = a.create("rollout", 1, {"k": 1}, [], tiny_build("p"))
+    child = a.create("score", 1, {"k": 2}, [parent], tiny_build("c"))  # a run's, not recorded yet
+    old = a.create("score", 1, {"k": 3}, [], tiny_build("o"))
+    foreign = [a._key("notes", "today", "readme.txt"), a._key("score", "x1", BLOBS, "not-a-sum")]
+    for key in foreign:
+        a._fs.pipe_file(key, b"not the store's")
+    a._written = lambda key, info: time.time() if child.id in key else 0.0  # only the child young
+    report = a.gc(min_age_hours=1)
+    assert (report.artifacts, report.staging) == ([f"{url}/score/{old.id}"], [])
+    assert (report.kept, report.recent) == (0, 2)  # the child too recent, and so its parent
+    b = machine(tmp_path, "b", url, endpoint)
+    assert b.find("rollout", parent.id) is not None and b.find("score", child.id) is not None
+    assert all(a._fs.exists(key) for key in foreign)
+
+
+def test_gc_at_a_url_keeps_what_was_written_again_while_it_ran(tmp_path, url, endpoint):
+    a = machine(tmp_path, "a", url, endpoint)
+    unused = a.create("score", 1, {"k": 3}, [], tiny_build("u"))
+    written = {"at": 0.0}  # old when gc first lists the bucket...
+    a._written = lambda key, info: written["at"]
+    read_records = a._published_records
+
+    def records_meanwhile_rewritten():
+        written["at"] = time.time()  # ...then another machine uploads the same id again
+        return read_records()
+
+    a._published_records = records_meanwhile_rewritten
+    report = a.gc(min_age_hours=1)
+    assert (report.artifacts, report.recent) == ([], 1)
+    assert machine(tmp_path, "b", url, endpoint).find("score", unused.id) is not None
 
 
 def test_gc_at_a_url_stops_on_a_record_it_cannot_read(tmp_path, url, endpoint):

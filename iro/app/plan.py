@@ -18,6 +18,7 @@ from pathlib import Path
 
 from iro.base.config import RewardComponent, RunConfig
 from iro.base.models import EMBEDDED_PREFIX, default_cache_dir
+from reward.base import checked_dtype
 
 GIB = 2**30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -280,7 +281,7 @@ def run_models(cfg: RunConfig) -> tuple[Model, ...]:
     )
     for component in _gpu_rewards(cfg):
         reference = str(component.options["model"])
-        dtype = str(component.options.get("dtype", SCORER_DTYPE))
+        dtype = checked_dtype(component.type, component.options.get("dtype", SCORER_DTYPE))
         models.append(_model("reward", reference, SCORER_DTYPE, cfg, False, None, dtype))
     return tuple(models)
 

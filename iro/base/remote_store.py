@@ -578,43 +578,50 @@ class RemoteArtifactStore:
         least `min_age_hours` ago. `dry_run` only reports.
 
         Machines share no lock, so age stands in for the local gc's run locks: a run publishes an
-        artifact before a record names it, and anything younger stays. The manifest goes first,
-        so a gc killed midway leaves only unpublished files, which the next gc removes. A run that
-        took an old unreferenced artifact just before gc removed it may still record it; a machine
-        without a copy then rebuilds it under the same id. This machine's working copy is not
-        collected here: `iro store gc --root <cache>` does that.
+        artifact before a record names it, so anything younger stays, and so do its parents.
+        Age is when an object was written, not when it was last read: an old unreferenced
+        artifact that a run elsewhere is reusing right now can go; that run keeps its local copy
+        (or, caught mid-download, stops naming it, and its rerun rebuilds it). The manifest goes
+        first, so a gc killed midway leaves only unpublished files, which the next gc removes.
+        This machine's working copy is not collected here: `iro store gc --root <cache>` does.
         """
         if not min_age_hours >= 0:
             raise ArtifactError(f"gc: min_age_hours must be 0 or more, got {min_age_hours}")
+        cutoff = time.time() - min_age_hours * 3600
         entries = self._entries()
         records = self._published_records()
         published = {key for key, entry in entries.items() if entry.published}
         keep = referenced_closure(list(records.values()), published, self._published_parents)
-        cutoff = time.time() - min_age_hours * 3600
+        # a young artifact may be a run's that is not recorded yet: it keeps its parents too
+        young = [{"stage": s, "id": i} for (s, i), e in entries.items() if e.written > cutoff]
+        recent = referenced_closure(young, published, self._published_parents)
         report = GcReport(runs=len({run for run, _ in records}))
         for (stage, artifact_id), entry in sorted(entries.items()):
             if (stage, artifact_id) in keep:
                 report.kept += 1
                 continue
-            if entry.written > cutoff:
+            if (stage, artifact_id) in recent or entry.written > cutoff:
+                report.recent += 1
+                continue
+            if not dry_run and not self._remove_entry(stage, artifact_id, entry, cutoff):
                 report.recent += 1
                 continue
             where = self._where_is(stage, artifact_id)
             (report.artifacts if entry.published else report.staging).append(where)
             report.bytes += entry.size
-            if not dry_run:
-                self._remove_entry(stage, artifact_id, entry)
         return report
 
-    def _entries(self) -> dict[tuple[str, str], _RemoteEntry]:
-        """Every `<stage>/<id>` under the URL with objects in it, published or not."""
+    def _entries(self, under: str = "") -> dict[tuple[str, str], _RemoteEntry]:
+        """Every `<stage>/<id>` under the URL (or under its `under`) with objects in it,
+        published or not. Only this store's layout counts (a manifest, or blobs named by
+        checksum): other objects under a shared prefix are never taken for garbage."""
         self._probe()
         with self._remote("list the objects under the URL"):
-            objects = self._fs.find(self._base, detail=True)
+            objects = self._fs.find(self._key(under) if under else self._base, detail=True)
             entries: dict[tuple[str, str], _RemoteEntry] = {}
             for key, info in objects.items():
-                parts = PurePosixPath(key).relative_to(self._base).parts
-                if len(parts) < 3 or parts[0] == RUNS or not all(map(ENTRY_NAME.match, parts[:2])):
+                parts = PurePosixPath(key).parts[len(PurePosixPath(self._base).parts) :]
+                if not _artifact_object(parts):
                     continue  # run records, .quarantine, and anything not this store's
                 entry = entries.setdefault((parts[0], parts[1]), _RemoteEntry())
                 entry.keys.append(key)
@@ -656,18 +663,40 @@ class RemoteArtifactStore:
             problem = f"{MANIFEST} does not say its parents ({type(err).__name__}: {err})"
             raise ArtifactError(self._published_damage(*key, problem)) from None
 
-    def _remove_entry(self, stage: str, artifact_id: str, entry: _RemoteEntry) -> None:
-        """Unpublish first (readers stop finding it), then remove its files."""
+    def _remove_entry(
+        self, stage: str, artifact_id: str, entry: _RemoteEntry, cutoff: float
+    ) -> bool:
+        """Unpublish first (readers stop finding it), then remove its files; False, removing
+        nothing, when a listing taken now shows it changed (written again, or published) since
+        gc listed it. Objects written in the instant between that listing and the removal can
+        still go: a rebuild of the same id then publishes a manifest with missing files, which
+        `iro store verify` finds and `iro store quarantine` repairs."""
+        where = self._where_is(stage, artifact_id)
+        now = self._entries(f"{stage}/{artifact_id}").get((stage, artifact_id))
+        if now is None or now.written > cutoff or now.published != entry.published:
+            log.info("kept %s: it changed while gc ran", where)
+            return False
         manifest = self._manifest_key(stage, artifact_id)
         with self._remote(f"remove {stage}/{artifact_id}"):
-            if entry.published:
+            if now.published:
                 self._fs.rm_file(manifest)
-            files = [key for key in entry.keys if key != manifest]
+            files = [key for key in now.keys if key != manifest]
             if files:
                 self._fs.rm(files)
         self._marker(stage, artifact_id).unlink(missing_ok=True)
-        why = "no run references it" if entry.published else "an upload that never published"
-        log.info("removed %s: %s", self._where_is(stage, artifact_id), why)
+        why = "no run references it" if now.published else "an upload that never published"
+        log.info("removed %s: %s", where, why)
+        return True
+
+
+def _artifact_object(parts: tuple[str, ...]) -> bool:
+    """Whether a key (as parts under the URL) is an artifact's: `<stage>/<id>/manifest.json` or
+    `<stage>/<id>/blobs/<sha256>`."""
+    if len(parts) < 3 or parts[0] == RUNS or not all(map(ENTRY_NAME.match, parts[:2])):
+        return False
+    return parts[2:] == (MANIFEST,) or (
+        len(parts) == 4 and parts[2] == BLOBS and bool(_SHA256.match(parts[3]))
+    )
 
 
 @dataclass
