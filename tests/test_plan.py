@@ -43,6 +43,11 @@ def small_config(**sections) -> dict:
     return base
 
 
+def stage_parts(stage) -> dict[str, int]:
+    """A stage's memory lines by name (up to any colon)."""
+    return {name.split(":")[0]: size for name, size in stage.parts}
+
+
 @pytest.mark.parametrize("name", PAPER_CONFIGS)
 def test_plan_runs_offline_on_the_paper_configs(name, monkeypatch, capsys):
     def no_input_checks(*args):
@@ -97,9 +102,6 @@ def test_token_counts_follow_the_formulas():
 
 
 def test_memory_grows_with_batch_and_model_size():
-    def stage_parts(stage) -> dict[str, int]:
-        return {name.split(":")[0]: size for name, size in stage.parts}
-
     small = parse_config(small_config(value={"training": {"per_device_train_batch_size": 2}}))
     large = parse_config(small_config(value={"training": {"per_device_train_batch_size": 4}}))
     act = [stage_parts(training_stage(c, run_models(c)))["activations"] for c in (small, large)]
@@ -133,6 +135,10 @@ def test_value_scoring_is_costed_at_its_score_dtype_and_its_weights_stay_float32
     value = {d: next(m for m in plan.models if m.role == "value") for d, plan in plans.items()}
     assert value["float32"].weight_bytes == value["bfloat16"].weight_bytes
     assert value["bfloat16"].matmul_dtype == "bfloat16"
+    search = {d: stage_parts(generation_stage(p.cfg, p.models)) for d, p in plans.items()}
+    copy = search["bfloat16"]["bfloat16 copy of one, while it scores (autocast)"]
+    assert copy * 2 == value["bfloat16"].weight_bytes  # autocast caches the member scoring now
+    assert not any("copy" in part for part in search["float32"])
     hours = {d: plan.hours[-1]["value scoring"] for d, plan in plans.items()}
     gpu = GPUS["h100"]
     assert hours["float32"] / hours["bfloat16"] == pytest.approx(gpu.bf16_tflops / gpu.fp32_tflops)

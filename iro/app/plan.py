@@ -400,8 +400,11 @@ def generation_stage(cfg: RunConfig, models: tuple[Model, ...]) -> Stage:
             )
         )
     value_bytes = None if value.weight_bytes is None else guides * value.weight_bytes
-    scoring = f", scoring in {value.matmul_dtype}" if value.matmul_dtype != value.dtype else ""
-    parts.append((f"{guides} value models guiding ({value.dtype}{scoring})", value_bytes))
+    parts.append((f"{guides} value models guiding ({value.dtype})", value_bytes))
+    if value.matmul_dtype != value.dtype and value.params is not None:
+        # autocast keeps a cast copy of the (trainable) weights of the member scoring now
+        copy = value.params * DTYPE_BYTES[value.matmul_dtype]
+        parts.append((f"{value.matmul_dtype} copy of one, while it scores (autocast)", copy))
     if cfg.value.prior == "reward":
         parts += [
             (f"reward {m.reference} as prior", m.weight_bytes) for m in _role(models, "reward")
