@@ -290,6 +290,22 @@ def test_gc_at_a_url_keeps_what_was_written_again_while_it_ran(tmp_path, url, en
     assert machine(tmp_path, "b", url, endpoint).find("score", unused.id) is not None
 
 
+def test_gc_at_a_url_from_the_command_line(tmp_path, url, endpoint, capsys):
+    from iro.app.cli import main
+
+    made = published_store(tmp_path, url, endpoint)
+    config = tmp_path / "run.yaml"
+    store = {"root": url, "cache": str(tmp_path / "cli"), "options": {"endpoint_url": endpoint}}
+    config.write_text(json.dumps({"store": store}))  # JSON is YAML
+    assert main(["store", "gc", "--config", str(config)]) == 0  # default --min-age: all too new
+    assert "removed 0 unreferenced artifacts" in capsys.readouterr().out
+    assert main(["store", "gc", "--config", str(config), "--min-age", "0"]) == 0
+    out = capsys.readouterr().out
+    assert f"removed {url}/score/{made['unused'].id}" in out
+    assert "removed 1 unreferenced artifacts, 1 abandoned staging" in out
+    assert "kept 2 artifacts referenced by 1 runs" in out
+
+
 def test_gc_at_a_url_stops_on_a_record_it_cannot_read(tmp_path, url, endpoint):
     made = published_store(tmp_path, url, endpoint)
     a = made["a"]
