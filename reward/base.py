@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -32,15 +31,25 @@ def checked_dtype(name: str, dtype: str) -> str:
     return dtype
 
 
-@contextmanager
-def model_inference(device: str, dtype: str) -> Iterator[None]:
-    """No gradients, and autocast to `dtype` unless it is float32: a reward model's forward."""
-    import torch
+class ModelReward(Reward):
+    """A reward read off a torch model on `device`: no gradients, and its forward autocast to
+    `dtype` unless that is float32."""
 
-    device_type = torch.device(device).type
-    autocast = torch.autocast(device_type, getattr(torch, dtype), enabled=dtype != "float32")
-    with torch.no_grad(), autocast:
-        yield
+    device: str
+    dtype: str
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        import torch
+
+        device_type = torch.device(self.device).type
+        precision = getattr(torch, self.dtype)
+        autocast = torch.autocast(device_type, precision, enabled=self.dtype != "float32")
+        with torch.no_grad(), autocast:
+            return self._score(prompts, responses)
+
+    @abstractmethod
+    def _score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+        """`score`'s work, run under its no_grad and autocast."""
 
 
 def check_scores(name: str, scores: np.ndarray, expected: int) -> np.ndarray:

@@ -11,10 +11,10 @@ from functools import cached_property
 
 import numpy as np
 
-from reward.base import Reward, checked_dtype, model_inference
+from reward.base import ModelReward, checked_dtype
 
 
-class SequenceClassifierReward(Reward):
+class SequenceClassifierReward(ModelReward):
     name = "hf_classifier"
 
     def __init__(
@@ -95,10 +95,6 @@ class SequenceClassifierReward(Reward):
             texts = self.chat_texts(prompts, responses)
             return self.tokenizer(texts, add_special_tokens=False, **common)
         return self.tokenizer(list(prompts), list(responses), **common)
-
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        with model_inference(self.device, self.dtype):
-            return self._score(prompts, responses)
 
     def _score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         scores = []

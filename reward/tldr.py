@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from reward.base import Reward, checked_dtype, model_inference
+from reward.base import ModelReward, checked_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -46,7 +46,7 @@ def _read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-class TLDRRewardModel(Reward):
+class TLDRRewardModel(ModelReward):
     name = "tldr_reward_model"
 
     def __init__(
@@ -92,10 +92,6 @@ class TLDRRewardModel(Reward):
         for module in (trunk, head):  # float32 and frozen, as hf_classifier's model
             module.requires_grad_(False).to(self.device, torch.float32).eval()
         return trunk, head, float(config["bias"]), tokenizer
-
-    def score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        with model_inference(self.device, self.dtype):
-            return self._score(prompts, responses)
 
     def _score(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
         import torch

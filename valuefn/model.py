@@ -171,9 +171,33 @@ class ResponseKV:
             self.hidden[:tokens],
         )
 
+    def followed_by(self, kv, row: int, columns: slice, hidden: torch.Tensor) -> ResponseKV:
+        """These states, then row `row`'s `columns` of a batch's cache `kv` and their outputs
+        `hidden` (tokens, hidden)."""
+        layers = list(zip(self.keys, self.values, kv.layers, strict=True))
+        return ResponseKV(
+            tuple(torch.cat([k, x.keys[row, :, columns]], 1) for k, _, x in layers),
+            tuple(torch.cat([v, x.values[row, :, columns]], 1) for _, v, x in layers),
+            torch.cat([self.hidden.to(hidden.dtype), hidden]),
+        )
+
     def nbytes(self) -> int:
         tensors = (*self.keys, *self.values, self.hidden)
         return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def _batch_past(prompts: Sequence[CachedRows], reused: Sequence[ResponseKV], width: int):
+    """One cache for a batch of rows: each row's prompt states then its reused response states,
+    right-padded to `width` tokens."""
+    from transformers import DynamicCache
+
+    rows = list(zip(prompts, reused, strict=True))
+    layers = []
+    for n in range(len(prompts[0].kv.layers)):
+        keys = _padded_pasts([(p.kv.layers[n].keys[0], r.keys[n]) for p, r in rows], width)
+        values = _padded_pasts([(p.kv.layers[n].values[0], r.values[n]) for p, r in rows], width)
+        layers.append((keys, values))
+    return DynamicCache(ddp_cache_data=layers)
 
 
 def _padded_pasts(rows: Sequence[Sequence[torch.Tensor]], width: int) -> torch.Tensor:
@@ -387,8 +411,6 @@ class TokenValueModel(nn.Module):
         continue it. Each row's past is right-padded and the holes masked; positions count real
         tokens only, so a row reads exactly what it would alone.
         """
-        from transformers import DynamicCache
-
         if any(not ids for ids in new_ids):
             raise ValueError("every continued response needs at least one new token")
         past_lengths = [p.mask.shape[1] + len(r) for p, r in zip(prompts, reused, strict=True)]
@@ -403,21 +425,7 @@ class TokenValueModel(nn.Module):
                 f"tokens, beyond the value trunk's sliding window ({window}): lower "
                 "value.max_length below half the window"
             )
-        kv = DynamicCache(
-            ddp_cache_data=[
-                tuple(
-                    _padded_pasts(
-                        [
-                            (getattr(p.kv.layers[n], part)[0], getattr(r, part)[n])
-                            for p, r in zip(prompts, reused, strict=True)
-                        ],
-                        width,
-                    )
-                    for part in ("keys", "values")
-                )
-                for n in range(len(prompts[0].kv.layers))
-            ]
-        )
+        kv = _batch_past(prompts, reused, width)
         past_mask = (torch.arange(width) < torch.tensor(past_lengths)[:, None]).long()
         ids, new_mask = right_pad(new_ids, pad)
         hidden = cached_forward(
@@ -431,22 +439,10 @@ class TokenValueModel(nn.Module):
             hidden, torch.cat([first_previous[:, None], hidden[:, :-1]], dim=1), ids
         )
         lengths = torch.tensor([len(row) for row in new_ids])
-        states = []
-        for i, (r, row) in enumerate(zip(reused, new_ids, strict=True)):
-            new = slice(width, width + len(row))  # the row's new tokens' columns in the cache
-            states.append(
-                ResponseKV(
-                    tuple(
-                        torch.cat([r.keys[n], x.keys[i, :, new]], 1)
-                        for n, x in enumerate(kv.layers)
-                    ),
-                    tuple(
-                        torch.cat([r.values[n], x.values[i, :, new]], 1)
-                        for n, x in enumerate(kv.layers)
-                    ),
-                    torch.cat([r.hidden.to(hidden.dtype), hidden[i, : len(row)]]),
-                )
-            )
+        states = [  # a row's new tokens are the cache's columns after the padded past
+            r.followed_by(kv, i, slice(width, width + len(row)), hidden[i, : len(row)])
+            for i, (r, row) in enumerate(zip(reused, new_ids, strict=True))
+        ]
         return values[torch.arange(len(new_ids)), lengths - 1].tolist(), states
 
     @torch.no_grad()

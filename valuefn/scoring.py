@@ -201,7 +201,7 @@ class ValueEnsemble:
             for r, e in zip(responses, ended, strict=True)
         ]
         ids, mask = right_pad([p.input_ids for p in pairs], self._pad_id(member))
-        device = member.model.value_head.weight.device
+        device = next(member.model.parameters()).device
         return _last_real(member.model(ids.to(device), mask.to(device)), mask)
 
     def _incremental(

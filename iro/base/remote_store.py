@@ -499,15 +499,7 @@ class RemoteArtifactStore:
 
     def _published(self) -> set[tuple[str, str]]:
         """(stage, id) of every published artifact."""
-        self._probe()
-        with self._remote("list the published artifacts"):
-            keys = self._fs.glob(self._key("*", "*", MANIFEST))
-        refs = set()
-        for key in keys:
-            stage, artifact_id = PurePosixPath(key).parts[-3:-1]
-            if ENTRY_NAME.match(stage) and ENTRY_NAME.match(artifact_id) and stage != RUNS:
-                refs.add((stage, artifact_id))
-        return refs
+        return {key for key, entry in self._entries().items() if entry.published}
 
     def _remote_problem(self, stage: str, artifact_id: str, data: bytes) -> str | None:
         """What is wrong with the published copy (every file downloaded and hashed), if anything."""
