@@ -53,19 +53,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from iro.valuefn.encoding import encode_pair
+from iro.valuefn.model import TokenValueModel
+from iro.valuefn.scoring import LoadedValue, ValueEnsemble
+from iro.valuefn.search import Candidate, SearchSettings, guided_search, select_diversity_first
+from iro.valuefn.token_guidance import GuidedPrompt, TokenGuidanceSettings, ValueShift, decode
 
-from iro.base.config import RunConfig
-from iro.base.data import eval_slice, load_prompts, render_prompts
-from iro.base.engines.base import ContinuationRequest, SamplingSettings
-from iro.base.engines.factory import get_engine
-from iro.base.engines.hf_engine import HFEngine
-from iro.base.fsutil import atomic_write_json
-from iro.base.models import resolve_model
-from valuefn.encoding import encode_pair
-from valuefn.model import TokenValueModel
-from valuefn.scoring import LoadedValue, ValueEnsemble
-from valuefn.search import Candidate, SearchSettings, guided_search, select_diversity_first
-from valuefn.token_guidance import GuidedPrompt, TokenGuidanceSettings, ValueShift, decode
+from iro.core.config import RunConfig
+from iro.core.data import eval_slice, load_prompts, render_prompts
+from iro.core.engines.base import ContinuationRequest, SamplingSettings
+from iro.core.engines.factory import get_engine
+from iro.core.engines.hf_engine import HFEngine
+from iro.core.fsutil import atomic_write_json
+from iro.core.models import resolve_model
 
 RESULTS = Path(__file__).parent / "results" / "decode_speed.json"
 DTYPES = ("float32", "bfloat16")  # policy dtype and value.score_dtype together

@@ -33,23 +33,24 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from iro.valuefn.diagnostics import prefix_quality
+from iro.valuefn.scoring import Prior, ValueEnsemble
+from iro.valuefn.search import SearchSettings
 
 from iro.app.environment import prepare_environment
-from iro.base.config import RunConfig, load_config, parse_config, parse_override, set_dotted_key
-from iro.base.data import eval_slice, load_prompts, validation_slice
-from iro.base.fsutil import atomic_write_json, atomic_write_text
-from iro.base.store import Artifact
+from iro.core.config import RunConfig, load_config, parse_config, parse_override, set_dotted_key
+from iro.core.data import eval_slice, load_prompts, validation_slice
+from iro.core.fsutil import atomic_write_json, atomic_write_text
+from iro.core.stats import paired_bootstrap, win_outcomes
+from iro.core.store import Artifact
 from iro.pipeline.decoder import decode_scored
-from iro.pipeline.generation import generate, policy_tokenizer
+from iro.pipeline.execution import generate, score_rows
+from iro.pipeline.generation import policy_tokenizer
 from iro.pipeline.guidance import build_value_ensemble, reward_prior
 from iro.pipeline.ivl import RESIDUAL_DIR
 from iro.pipeline.methods import VAS_RUN_SETTINGS, search_settings
 from iro.pipeline.runner import VALUE_DIR, Pipeline
-from iro.pipeline.scoring import best_per_prompt, build_run_reward, score_rows
-from iro.reports.stats import paired_bootstrap, win_outcomes
-from valuefn.diagnostics import prefix_quality
-from valuefn.scoring import Prior, ValueEnsemble
-from valuefn.search import SearchSettings
+from iro.pipeline.scoring import best_per_prompt, build_run_reward
 
 log = logging.getLogger("benchmarks.iro_vs_bon")
 RESULTS = Path(__file__).parent / "results"

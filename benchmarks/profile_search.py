@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 from iro.app.environment import prepare_environment
-from iro.base.config import load_config
-from iro.base.data import eval_slice, load_prompts
-from iro.base.fsutil import atomic_write_text
+from iro.core.config import load_config
+from iro.core.data import eval_slice, load_prompts
+from iro.core.fsutil import atomic_write_text
 from iro.pipeline.decoder import decode_scored
 from iro.pipeline.runner import VALUE_DIR, Pipeline
 

@@ -8,14 +8,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from iro.flows.params import (
+    DEFAULT_CONFIG,
+    ConfigPath,
+    Overrides,
+    RunName,
+    flow_run_namer,
+    run_config,
+)
+from iro.tasks.stages import evaluate_task
 from prefect import flow
 
-from flows.params import DEFAULT_CONFIG, ConfigPath, Overrides, RunName, flow_run_namer, run_config
-from iro.base.config import RunConfig
+from iro.core.config import RunConfig
 from iro.pipeline.evaluation import EvalRow, eval_row, rows_as_dicts
 from iro.pipeline.methods import method_label
 from iro.pipeline.runner import Pipeline
-from tasks.stages import evaluate_task
 
 
 @flow(name="iro-baselines", flow_run_name=flow_run_namer("baselines"))

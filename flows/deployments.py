@@ -13,17 +13,16 @@ run is serialised by the artifact store's run lock inside the flows.
 
 from __future__ import annotations
 
+from iro.flows.baselines import iro_baselines
+from iro.flows.decode import iro_decode
+from iro.flows.iteration import iro_iteration
+from iro.flows.ivl import ivl_pipeline
+from iro.flows.pipeline import iro_pipeline
+from iro.flows.report import report_deployment
+from iro.flows.vas import vas_pipeline
 from prefect import serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.types.entrypoint import EntrypointType
-
-from flows.baselines import iro_baselines
-from flows.decode import iro_decode
-from flows.iteration import iro_iteration
-from flows.ivl import ivl_pipeline
-from flows.pipeline import iro_pipeline
-from flows.report import report_deployment
-from flows.vas import vas_pipeline
 
 DEPLOYMENT_NAME = "default"
 

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow, get_run_logger
-
-from flows.params import (
+from iro.flows.params import (
     DEFAULT_CONFIG,
     ConfigPath,
     Iteration,
@@ -15,11 +13,19 @@ from flows.params import (
     flow_run_namer,
     run_config,
 )
-from iro.base.compat import check_run_inputs
+from iro.tasks.stages import (
+    evaluate_task,
+    reweight_task,
+    rollout_task,
+    score_task,
+    train_value_task,
+)
+from prefect import flow, get_run_logger
+
+from iro.core.compat import check_run_inputs
 from iro.pipeline.evaluation import eval_row
 from iro.pipeline.methods import guided_method, method_label
 from iro.pipeline.runner import Pipeline
-from tasks.stages import evaluate_task, reweight_task, rollout_task, score_task, train_value_task
 
 
 @flow(name="iro-iteration", flow_run_name=flow_run_namer("iter-{iteration}"))

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-
-from flows.baselines import baseline_rows
-from flows.params import (
+from iro.flows.baselines import baseline_rows
+from iro.flows.params import (
     DEFAULT_CONFIG,
     ConfigPath,
     Overrides,
@@ -22,11 +20,13 @@ from flows.params import (
     method_run_name,
     run_config,
 )
-from iro.base.compat import check_run_inputs
+from iro.tasks.publish import publish_evaluation
+from iro.tasks.stages import evaluate_task, train_residual_task
+from prefect import flow
+
+from iro.core.compat import check_run_inputs
 from iro.pipeline.evaluation import eval_row, rows_as_dicts
 from iro.pipeline.runner import Pipeline
-from tasks.publish import publish_evaluation
-from tasks.stages import evaluate_task, train_residual_task
 
 
 @flow(name="ivl", flow_run_name=flow_run_namer("ivl"))

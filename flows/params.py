@@ -12,7 +12,7 @@ from prefect.runtime import flow_run
 from prefect.settings import PREFECT_LOGGING_EXTRA_LOGGERS
 from pydantic import Field
 
-from iro.base.config import RUN_NAME_PATTERN, RunConfig, load_config
+from iro.core.config import RUN_NAME_PATTERN, RunConfig, load_config
 
 DEFAULT_CONFIG = "configs/demo.yaml"
 

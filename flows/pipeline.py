@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+from iro.flows.baselines import baseline_rows
+from iro.flows.iteration import iro_iteration
+from iro.flows.params import (
+    DEFAULT_CONFIG,
+    ConfigPath,
+    Overrides,
+    RunName,
+    flow_run_namer,
+    run_config,
+)
+from iro.tasks.publish import publish_evaluation
 from prefect import flow, get_run_logger
 
-from flows.baselines import baseline_rows
-from flows.iteration import iro_iteration
-from flows.params import DEFAULT_CONFIG, ConfigPath, Overrides, RunName, flow_run_namer, run_config
-from iro.base.compat import check_run_inputs
+from iro.core.compat import check_run_inputs
 from iro.pipeline.evaluation import EvalRow, rows_as_dicts
 from iro.pipeline.runner import Pipeline
-from tasks.publish import publish_evaluation
 
 
 @flow(name="iro-pipeline", flow_run_name=flow_run_namer("pipeline"))

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from iro.reward.openai_client import resolve_api_key
+from iro.tasks.publish import artifact_key
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from iro.base.config import JudgeConfig, RunConfig, load_config
-from iro.base.remote_store import open_store
+from iro.core.config import JudgeConfig, RunConfig, load_config
+from iro.core.remote_store import open_store
 from iro.reports.run import build_report, latest_run
-from reward.openai_client import resolve_api_key
-from tasks.publish import artifact_key
 
 
 def judge_api_key(judge: JudgeConfig) -> str:

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import flow
-
-from flows.params import (
+from iro.flows.params import (
     DEFAULT_CONFIG,
     ConfigPath,
     Overrides,
@@ -21,7 +19,9 @@ from flows.params import (
     flow_run_namer,
     method_run_name,
 )
-from flows.pipeline import iro_pipeline
+from iro.flows.pipeline import iro_pipeline
+from prefect import flow
+
 from iro.pipeline.methods import VAS_RUN_SETTINGS
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from reward.base import Reward, RewardError, check_scores
-from reward.composite import WeightedSum
-from reward.embedding import EmbeddingSimilarity
-from reward.hf_classifier import SequenceClassifierReward
-from reward.length import LengthPenalty
-from reward.llm_judge import LLMJudgeReward
-from reward.sentiment import Sentiment
-from reward.tldr import TLDRRewardModel
+from iro.reward.base import Reward, RewardError, check_scores
+from iro.reward.composite import WeightedSum
+from iro.reward.embedding import EmbeddingSimilarity
+from iro.reward.hf_classifier import SequenceClassifierReward
+from iro.reward.length import LengthPenalty
+from iro.reward.llm_judge import LLMJudgeReward
+from iro.reward.sentiment import Sentiment
+from iro.reward.tldr import TLDRRewardModel
 
 __all__ = [
     "EmbeddingSimilarity",

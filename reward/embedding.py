@@ -13,8 +13,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
-
-from reward.base import Reward
+from iro.reward.base import Reward
 
 EMBEDDED_MINILM = "embedded:all-minilm-l6-v2"
 PROMPT_CACHE_SIZE = 4096  # document embeddings kept (1.5 KB each)

@@ -10,8 +10,7 @@ from collections.abc import Sequence
 from functools import cached_property
 
 import numpy as np
-
-from reward.base import ModelReward, checked_dtype
+from iro.reward.base import ModelReward, checked_dtype
 
 
 class SequenceClassifierReward(ModelReward):

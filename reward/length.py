@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from reward.base import Reward
+from iro.reward.base import Reward
 
 
 class LengthPenalty(Reward):

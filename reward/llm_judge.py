@@ -15,9 +15,8 @@ from collections.abc import Sequence
 from functools import cached_property
 
 import numpy as np
-
-from reward.base import Reward, RewardError
-from reward.openai_client import ChatClient, resolve_api_key
+from iro.reward.base import Reward, RewardError
+from iro.reward.openai_client import ChatClient, resolve_api_key
 
 DEFAULT_TEMPLATE = (
     "Rate how well the response answers the task, from 1 (useless) to 10 (excellent).\n\n"

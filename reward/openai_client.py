@@ -1,7 +1,7 @@
 """Chat completions against any OpenAI-compatible endpoint, counting the requests that failed.
 
 Shared by the LLM-judge reward and the pairwise win-rate judge; retries with backoff and the
-error naming the endpoint come from `iro.base.endpoint`. `complete_or_stop` also
+error naming the endpoint come from `iro.core.endpoint`. `complete_or_stop` also
 returns the first request's error that failed for good, and sends nothing more once the endpoint
 itself failed (down, slow or answering garbage: the rest would fail alike, each after its
 retries). The API key is resolved before any call (a missing key is a clear error) and is held
@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from iro.base.endpoint import Endpoint, EndpointError
+from iro.core.endpoint import Endpoint, EndpointError
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,7 @@ from collections.abc import Sequence
 from functools import cached_property
 
 import numpy as np
-
-from reward.base import Reward
+from iro.reward.base import Reward
 
 
 class Sentiment(Reward):

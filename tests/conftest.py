@@ -97,7 +97,7 @@ def tiny_lm(tmp_path_factory) -> Path:
 
 def tiny_value_config(tiny_lm: Path, value: dict, training: dict):
     """A run config whose value stage trains a 1-layer value model of the tiny LM quickly."""
-    from iro.base.config import parse_config
+    from iro.core.config import parse_config
 
     base = {"backbone": str(tiny_lm), "num_layers": 1, "max_length": 64}
     return parse_config(

@@ -20,15 +20,15 @@ import sys
 import time
 from pathlib import Path
 
+from iro.valuefn.training import ValueTrainer
 from transformers import TrainerCallback
 
-from iro.base.config import load_config
-from iro.base.store import ArtifactStore
+from iro.core.config import load_config
+from iro.core.store import ArtifactStore
 from iro.pipeline.evaluation import eval_row, rows_as_dicts
 from iro.pipeline.methods import method_label
 from iro.pipeline.runner import Pipeline
 from iro.reports.run import build_report
-from valuefn.training import ValueTrainer
 
 
 def wait_to_be_killed(ready: Path, where: str) -> None:

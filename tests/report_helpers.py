@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from iro.base.fsutil import atomic_write_json
-from iro.base.store import ArtifactStore
+from iro.core.fsutil import atomic_write_json
+from iro.core.store import ArtifactStore
 
 DOCS = [
     "Return the absolute version of a path, normalised.",

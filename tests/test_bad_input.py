@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from iro.reward.base import Reward, RewardError
+from iro.reward.composite import WeightedSum
 
 from iro.app.cli import main
-from iro.base.compat import IncompatibleValueModelError, check_run_inputs, check_value_models
-from iro.base.config import ConfigError, load_config, parse_config, parse_override
-from iro.base.data import DatasetError, check_prompt_counts, load_prompts
-from iro.base.models import ModelNotFoundError, check_model_reference, resolve_model
-from reward.base import Reward, RewardError
-from reward.composite import WeightedSum
+from iro.core.compat import IncompatibleValueModelError, check_run_inputs, check_value_models
+from iro.core.config import ConfigError, load_config, parse_config, parse_override
+from iro.core.data import DatasetError, check_prompt_counts, load_prompts
+from iro.core.models import ModelNotFoundError, check_model_reference, resolve_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCSTRINGS = ROOT / "data" / "docstrings.jsonl"  # 284 train, 59 test prompts
@@ -184,7 +184,7 @@ def test_eval_prompts_beyond_the_split_or_zero(tmp_path):
 
 def test_a_prompt_longer_than_the_context_is_refused_before_sampling(tiny_lm):
     # the check lives in iro/pipeline/generation.py; on the transformers engine and a tiny model
-    from iro.pipeline.generation import generate
+    from iro.pipeline.execution import generate
     from iro.pipeline.methods import rollout_settings
 
     cfg = parse_config(
@@ -256,9 +256,8 @@ def _copy_value_model(value_dir: Path, target: Path, backbone: str | None) -> Pa
 
 @pytest.fixture(scope="module")
 def saved_value_model(tiny_lm, tmp_path_factory) -> Path:
+    from iro.valuefn.model import TokenValueModel
     from transformers import AutoTokenizer
-
-    from valuefn.model import TokenValueModel
 
     directory = tmp_path_factory.mktemp("value") / "value_model"
     TokenValueModel.from_causal_lm(str(tiny_lm), 1).save(

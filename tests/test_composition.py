@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from iro.app.cli import _strengths
-from iro.base.config import ConfigError, parse_config
+from iro.core.config import ConfigError, parse_config
 from iro.pipeline.aligned import parse_run_ref
 from iro.pipeline.guidance import compose
 from iro.pipeline.methods import guided_method
@@ -69,8 +69,7 @@ A_WORDS, B_WORDS = ("summary", "short", "sentence"), ("file", "path", "data")
 def _favouring(words, tiny_lm, tokenizer, directory: Path) -> Path:
     """A vocabulary-head value model whose V(s + a) is 1 for the given words, else 0."""
     import torch
-
-    from valuefn.model import TokenValueModel
+    from iro.valuefn.model import TokenValueModel
 
     model = TokenValueModel.from_causal_lm(str(tiny_lm), 1, head="vocabulary")
     with torch.no_grad():

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from iro.base.config import EMBEDDED_MODEL, ConfigError, load_config, parse_config, parse_override
+from iro.core.config import EMBEDDED_MODEL, ConfigError, load_config, parse_config, parse_override
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -3,8 +3,8 @@ import json
 import pandas as pd
 import pytest
 
-from iro.base.config import DataConfig
-from iro.base.data import DatasetError, eval_slice, iteration_slice, load_prompts, render_prompts
+from iro.core.config import DataConfig
+from iro.core.data import DatasetError, eval_slice, iteration_slice, load_prompts, render_prompts
 
 
 def test_demo_dataset_is_frozen_in_the_repo():

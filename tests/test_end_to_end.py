@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from iro.base.store import ArtifactStore
+from iro.core.store import ArtifactStore
 
 pytestmark = pytest.mark.slow
 
@@ -125,9 +125,9 @@ def test_unknown_config_key_fails_before_any_work(tmp_path):
 
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_vllm_samples_do_not_depend_on_the_rest_of_the_batch(compiled):
-    from iro.base.config import PolicyConfig, RunConfig
-    from iro.base.engines.base import ContinuationRequest, SamplingSettings
-    from iro.base.engines.factory import get_engine
+    from iro.core.config import PolicyConfig, RunConfig
+    from iro.core.engines.base import ContinuationRequest, SamplingSettings
+    from iro.core.engines.factory import get_engine
     from iro.pipeline.generation import policy_tokenizer
 
     engine = get_engine(PolicyConfig(compile=compiled), None, seed=0)

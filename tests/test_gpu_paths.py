@@ -12,9 +12,12 @@ import datasets
 import pandas as pd
 import pytest
 import torch
+from iro.valuefn.model import LoraSpec, TokenValueModel
+from iro.valuefn.scoring import ValueEnsemble
+from iro.valuefn.training import ValueTrainingArguments, train_value_model
 
-from iro.base.config import ConfigError, parse_config
-from iro.base.engines.vllm_engine import VLLMEngine, tensor_parallel_kwargs
+from iro.core.config import ConfigError, parse_config
+from iro.core.engines.vllm_engine import VLLMEngine, tensor_parallel_kwargs
 from iro.pipeline.value_training import (
     check_processes,
     launched,
@@ -23,9 +26,6 @@ from iro.pipeline.value_training import (
     training_arguments,
 )
 from tests.conftest import tiny_value_config
-from valuefn.model import LoraSpec, TokenValueModel
-from valuefn.scoring import ValueEnsemble
-from valuefn.training import ValueTrainingArguments, train_value_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RESPONSES = [

@@ -1,9 +1,9 @@
 import numpy as np
 import torch
+from iro.valuefn.implicit import ImplicitRewardScorer
 from transformers import AutoModelForCausalLM
 
 from tests.conftest import make_causal_lm
-from valuefn.implicit import ImplicitRewardScorer
 
 
 def test_implicit_reward_is_the_log_likelihood_ratio_of_the_response(

@@ -8,17 +8,16 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-
-from valuefn.residual import ResidualValueNetwork, guided_log_probs, residual_delta
-from valuefn.residual_decoding import decode_with_residual
-from valuefn.residual_training import (
+from iro.valuefn.residual import ResidualValueNetwork, guided_log_probs, residual_delta
+from iro.valuefn.residual_decoding import decode_with_residual
+from iro.valuefn.residual_training import (
     DemonstrationCollator,
     ResidualTrainingArguments,
     residual_loss,
     train_residual,
 )
-from valuefn.token_guidance import TokenGuidanceSettings
-from valuefn.vocab_map import VocabularyMap
+from iro.valuefn.token_guidance import TokenGuidanceSettings
+from iro.valuefn.vocab_map import VocabularyMap
 
 DEMOS = [
     ("the function returns a list", "a short summary of the list"),

@@ -31,7 +31,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from iro.base.store import ArtifactStore
+from iro.core.store import ArtifactStore
 from tests.test_remote_faults import tiny_config as remote_faults_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -222,7 +222,7 @@ def test_a_run_killed_in_a_stage_resumes_to_the_same_artifacts(hold, reference, 
 
 def value_predictions(directory: Path, table: pd.DataFrame) -> tuple[np.ndarray, float]:
     """The value model's value of each candidate, and the spread of its training targets."""
-    from valuefn.scoring import ValueEnsemble
+    from iro.valuefn.scoring import ValueEnsemble
 
     ensemble = ValueEnsemble.load([directory], [1.0], max_length=64, batch_size=8)
     scale = ensemble.members[0].model.target_scale
@@ -307,7 +307,7 @@ def test_the_embedded_model_killed_in_value_training_resumes_through_iro_run(tmp
 
 
 def test_value_training_checkpoints_for_resume_and_keeps_user_checkpoint_settings(tmp_path):
-    from iro.base.config import ConfigError, parse_config
+    from iro.core.config import ConfigError, parse_config
     from iro.pipeline.value_training import training_arguments
 
     args = training_arguments(parse_config({}), tmp_path)
@@ -327,7 +327,7 @@ def test_value_training_checkpoints_for_resume_and_keeps_user_checkpoint_setting
 
 
 def test_a_checkpoint_cut_short_by_a_kill_is_not_resumed_from(tmp_path):
-    from valuefn.training import resumable_checkpoint
+    from iro.valuefn.training import resumable_checkpoint
 
     def checkpoint(step: int, state: str | None) -> Path:
         path = tmp_path / f"checkpoint-{step}"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from iro.base.config import ConfigError, parse_config
+from iro.core.config import ConfigError, parse_config
 from iro.pipeline.ivl import RESIDUAL_DIR, demonstrations
 from iro.pipeline.runner import Pipeline
 from tests.conftest import make_causal_lm

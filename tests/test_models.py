@@ -1,6 +1,6 @@
 import pytest
 
-from iro.base.models import ModelNotFoundError, resolve_model
+from iro.core.models import ModelNotFoundError, resolve_model
 
 
 def test_local_checkpoint_and_errors(tiny_lm, tmp_path):

@@ -9,11 +9,11 @@ import threading
 import time
 
 import pytest
+from iro.flows.deployments import build_deployments
 
-from flows.deployments import build_deployments
 from iro.app.server import server_environment
-from iro.base.config import ConfigError
-from iro.base.store import ArtifactStore
+from iro.core.config import ConfigError
+from iro.core.store import ArtifactStore
 
 
 def test_deployments_have_typed_parameters_and_the_serve_config_as_default(monkeypatch):
@@ -73,7 +73,7 @@ def test_the_run_lock_serialises_one_run_and_not_different_runs(tmp_path, caplog
         with store.run_lock("a"):
             acquired.set()
 
-    caplog.set_level(logging.INFO, logger="iro.base.store")
+    caplog.set_level(logging.INFO, logger="iro.core.store")
     thread = threading.Thread(target=second_holder)
     with store.run_lock("a"):
         with store.run_lock("b"):  # a different run does not wait

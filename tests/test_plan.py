@@ -20,7 +20,7 @@ from iro.app.plan import (
     run_work,
     training_stage,
 )
-from iro.base.config import load_config, parse_config
+from iro.core.config import load_config, parse_config
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 PAPER_CONFIGS = ["paper-tldr.yaml", "paper-ultrafeedback.yaml"]

@@ -31,8 +31,8 @@ from prefect.client.schemas.filters import (
     LogFilterFlowRunId,
 )
 
-from iro.base.config import load_config
-from iro.base.store import ArtifactStore
+from iro.core.config import load_config
+from iro.core.store import ArtifactStore
 from tests.http_stub import StubServer, chat_completion, json_reply, stub_server
 from tests.test_prefect_server import Server, deployment_run, served
 from tests.test_remote_faults import STAGES, finished, judge_reward, leftovers, tiny_config

@@ -15,14 +15,14 @@ import yaml
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from iro.base.config import RUN_NAME_PATTERN, ConfigError, load_config, parse_config
-from iro.pipeline.reweight import effective_sample_size, reweight, softmax_weights
-from iro.reports.stats import (
+from iro.core.config import RUN_NAME_PATTERN, ConfigError, load_config, parse_config
+from iro.core.stats import (
     paired_bootstrap,
     reward_win_rate,
     summarize,
     wilson_interval,
 )
+from iro.pipeline.reweight import effective_sample_size, reweight, softmax_weights
 
 # modest and reproducible: no example database written into the checkout, no per-example deadline
 FAST = settings(max_examples=60, deadline=None, database=None)

@@ -28,16 +28,16 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
+from iro.reward.base import RewardError
+from iro.reward.llm_judge import LLMJudgeReward
 
-import iro.base.endpoint as endpoint_module
-from iro.base.config import parse_config
-from iro.base.endpoint import Endpoint, EndpointError
-from iro.base.engines.base import ContinuationRequest, SamplingSettings
-from iro.base.engines.openai_engine import OpenAIEngine
-from iro.base.errors import OutOfMemory, out_of_memory
-from iro.base.store import ArtifactStore
-from reward.base import RewardError
-from reward.llm_judge import LLMJudgeReward
+import iro.core.endpoint as endpoint_module
+from iro.core.config import parse_config
+from iro.core.endpoint import Endpoint, EndpointError
+from iro.core.engines.base import ContinuationRequest, SamplingSettings
+from iro.core.engines.openai_engine import OpenAIEngine
+from iro.core.errors import OutOfMemory, out_of_memory
+from iro.core.store import ArtifactStore
 from tests.http_stub import StubServer, chat_completion, json_reply, stub_server
 
 REPO = Path(__file__).resolve().parents[1]

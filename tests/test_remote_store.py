@@ -18,9 +18,9 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from iro.base.config import StoreConfig
-from iro.base.remote_store import BLOBS, RemoteArtifactStore, open_store
-from iro.base.store import MANIFEST, ArtifactError, ArtifactStore
+from iro.core.config import StoreConfig
+from iro.core.remote_store import BLOBS, RemoteArtifactStore, open_store
+from iro.core.store import MANIFEST, ArtifactError, ArtifactStore
 
 BUCKET = "iro-test"
 # fake credentials, planted to prove that they never reach a message or a log
@@ -371,7 +371,7 @@ def test_a_local_root_is_the_local_store(tmp_path, root):
 def test_a_run_decoded_elsewhere_finds_its_value_models_through_the_bucket(tmp_path, url, endpoint):
     import shutil
 
-    from iro.base.config import ConfigError
+    from iro.core.config import ConfigError
     from iro.pipeline.aligned import value_model_dirs
 
     a = machine(tmp_path, "a", url, endpoint)

@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-
-from reward import (
+from iro.reward import (
     EmbeddingSimilarity,
     LengthPenalty,
     Reward,
@@ -57,7 +56,7 @@ def test_embedding_similarity_with_the_shipped_minilm():
 
 
 def test_embedding_similarity_reuses_document_embeddings_and_bounds_them(monkeypatch):
-    import reward.embedding as embedding
+    import iro.reward.embedding as embedding
 
     monkeypatch.setattr(embedding, "PROMPT_CACHE_SIZE", 2)
     reward = EmbeddingSimilarity()

@@ -2,10 +2,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
-
-from iro.base.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
-from iro.base.engines.hf_engine import HFEngine
-from valuefn.search import (
+from iro.valuefn.search import (
     Candidate,
     SearchSettings,
     _request_seed,
@@ -13,6 +10,9 @@ from valuefn.search import (
     select_diversity_first,
     select_top_w,
 )
+
+from iro.core.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
+from iro.core.engines.hf_engine import HFEngine
 
 
 def cands(*pairs: tuple[str, float]) -> list[Candidate]:

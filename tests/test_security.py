@@ -21,11 +21,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from iro.reward.base import RewardError
+from iro.reward.composite import WeightedSum
+from iro.reward.llm_judge import LLMJudgeReward
+from iro.reward.openai_client import ChatClient
 
 from iro.app import server
 from iro.app.cli import build_parser, main
-from iro.base.compat import check_run_inputs
-from iro.base.config import (
+from iro.core.compat import check_run_inputs
+from iro.core.config import (
     RUN_NAME_PATTERN,
     ConfigError,
     RunConfig,
@@ -33,13 +37,9 @@ from iro.base.config import (
     load_config,
     parse_config,
 )
-from iro.base.endpoint import Endpoint, EndpointError
-from iro.base.models import UnsafeModelError, resolve_model
-from iro.base.store import ArtifactError, ArtifactStore
-from reward.base import RewardError
-from reward.composite import WeightedSum
-from reward.llm_judge import LLMJudgeReward
-from reward.openai_client import ChatClient
+from iro.core.endpoint import Endpoint, EndpointError
+from iro.core.models import UnsafeModelError, resolve_model
+from iro.core.store import ArtifactError, ArtifactStore
 from tests.http_stub import json_reply, stub_server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,7 +173,7 @@ def test_a_run_name_cannot_leave_the_store(name, tmp_path):
 
 
 def test_the_flow_parameter_and_the_config_share_the_run_name_rule():
-    from flows.params import ExistingRun, RunName
+    from iro.flows.params import ExistingRun, RunName
 
     assert ExistingRun in RunName.__args__  # the optional run_name of the flows, and decode's run
     metadata = ExistingRun.__metadata__[0].metadata
@@ -335,10 +335,10 @@ def test_a_key_written_where_its_variable_name_goes_is_refused_unechoed(tmp_path
 def test_no_flow_parameter_or_config_setting_holds_a_key():
     """Flow-run parameters are shown in the Prefect UI and stored by its server: none of them,
     and no config setting (flows take overrides of the config), is a place for a key's value."""
-    from flows.baselines import iro_baselines
-    from flows.iteration import iro_iteration
-    from flows.pipeline import iro_pipeline
-    from flows.report import winrate_report
+    from iro.flows.baselines import iro_baselines
+    from iro.flows.iteration import iro_iteration
+    from iro.flows.pipeline import iro_pipeline
+    from iro.flows.report import winrate_report
 
     secretive = re.compile(r"key|secret|password|token$|credential", re.IGNORECASE)
     for flow in (iro_pipeline, iro_iteration, iro_baselines, winrate_report):

@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from iro.base.store import ArtifactError, ArtifactStore
+from iro.core.store import ArtifactError, ArtifactStore
 
 
 def build_table(out):
@@ -79,7 +79,7 @@ def test_unset_optional_settings_do_not_change_ids(tmp_path):
 
 @pytest.fixture
 def fresh_code_version():
-    from iro.base.store import code_version
+    from iro.core.store import code_version
 
     code_version.cache_clear()
     yield
@@ -117,7 +117,7 @@ def test_without_git_the_commit_is_null_and_the_id_unchanged(
 
 
 def test_atomic_writes_leave_ordinary_readable_files(tmp_path):
-    from iro.base.fsutil import atomic_write_json
+    from iro.core.fsutil import atomic_write_json
 
     atomic_write_json(tmp_path / "m.json", {"a": 1})
     assert (tmp_path / "m.json").stat().st_mode & 0o777 == 0o644

@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iro.base.fsutil import ProcessId, directory_lock
-from iro.base.store import WORK, ArtifactError, ArtifactStore
+from iro.core.fsutil import ProcessId, directory_lock
+from iro.core.store import WORK, ArtifactError, ArtifactStore
 
 SPAWN = multiprocessing.get_context("spawn")
 TIMEOUT = 60
@@ -120,7 +120,7 @@ def test_staging_of_a_killed_build_is_removed_and_a_live_ones_never(tmp_path, ca
             assert staging.is_dir()
     finally:
         kill(child)
-    caplog.set_level(logging.WARNING, logger="iro.base.store")
+    caplog.set_level(logging.WARNING, logger="iro.core.store")
     with store.run_lock("demo"):  # dead now: taking a run lock removes it, with a log line
         assert not staging.exists()
     assert f"staging left by process {child.pid}" in caplog.text
@@ -348,7 +348,7 @@ def test_disk_full_while_writing_the_manifest_leaves_nothing_partial(tmp_path, m
     def full(path, data):
         raise no_space(path)
 
-    monkeypatch.setattr("iro.base.store.atomic_write_json", full)
+    monkeypatch.setattr("iro.core.store.atomic_write_json", full)
     with pytest.raises(ArtifactError, match="No space left on device"):
         store.create("score", 1, {"a": 2}, [], build_table)
     assert list((tmp_path / "score").iterdir()) == [earlier.path]
@@ -552,7 +552,7 @@ def test_gc_keeps_a_report_that_a_run_records(tmp_path):
 
 
 def test_building_a_report_records_it_in_the_run_until_its_evaluation_is_replaced(tmp_path):
-    from iro.base.config import ReportConfig
+    from iro.core.config import ReportConfig
     from iro.reports.run import build_report
     from tests.report_helpers import make_run as make_evaluated_run
 

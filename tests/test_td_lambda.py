@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from iro.valuefn.encoding import encode_pair
+from iro.valuefn.model import TokenValueModel
+from iro.valuefn.td import lambda_returns
+from iro.valuefn.training import ValueCollator, regression_targets, state_values
 
 from iro.pipeline.value_training import ROUND_DONE, train_value
 from tests.conftest import tiny_value_config
-from valuefn.encoding import encode_pair
-from valuefn.model import TokenValueModel
-from valuefn.td import lambda_returns
-from valuefn.training import ValueCollator, regression_targets, state_values
 
 # V_target at states 0..3 of a 3-token response; the last is never read (the final state is R)
 VALUES = np.array([0.0, 0.2, 0.4, 99.0])

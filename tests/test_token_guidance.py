@@ -1,12 +1,10 @@
 import numpy as np
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
-
-from reward.base import Reward
-from valuefn.model import TokenValueModel
-from valuefn.scoring import ValueEnsemble
-from valuefn.token_guidance import (
+from iro.reward.base import Reward
+from iro.valuefn.model import TokenValueModel
+from iro.valuefn.scoring import ValueEnsemble
+from iro.valuefn.token_guidance import (
     GuidedPrompt,
     RewardShift,
     TokenGuidanceSettings,
@@ -15,6 +13,7 @@ from valuefn.token_guidance import (
     decode_batch,
     step_distribution,
 )
+from transformers import AutoModelForCausalLM
 
 HEADS = ["scalar", "vocabulary"]
 

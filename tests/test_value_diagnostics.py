@@ -1,7 +1,6 @@
 import numpy as np
 import pytest
-
-from valuefn.diagnostics import prefix_quality, within_prompt_pairwise_accuracy
+from iro.valuefn.diagnostics import prefix_quality, within_prompt_pairwise_accuracy
 
 
 def test_a_perfect_ranker_scores_one_and_a_constant_one_half():

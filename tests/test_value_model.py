@@ -1,11 +1,10 @@
 import numpy as np
 import pytest
 import torch
-
-from valuefn.encoding import encode_pair
-from valuefn.model import ResponseKV, TokenValueModel
-from valuefn.scoring import ValueEnsemble
-from valuefn.training import (
+from iro.valuefn.encoding import encode_pair
+from iro.valuefn.model import ResponseKV, TokenValueModel
+from iro.valuefn.scoring import ValueEnsemble
+from iro.valuefn.training import (
     ValueCollator,
     ValueTrainingArguments,
     train_value_model,
@@ -280,7 +279,7 @@ def test_a_value_model_that_cannot_read_the_text_is_refused(tiny_lm, tiny_tokeni
 def test_a_fresh_head_starts_at_the_targets_mean_and_keeps_it_when_saved(
     tiny_lm, tiny_tokenizer, tmp_path
 ):
-    from valuefn.training import standardise_targets
+    from iro.valuefn.training import standardise_targets
 
     model = TokenValueModel.from_causal_lm(str(tiny_lm))
     torch.nn.init.zeros_(model.value_head.weight)
@@ -395,7 +394,7 @@ def test_a_residual_value_adds_the_prior_and_a_finished_response_is_its_reward(
 
 
 def test_token_level_guidance_refuses_a_residual_value_model(tiny_lm, tiny_tokenizer, tmp_path):
-    from valuefn.token_guidance import ValueShift
+    from iro.valuefn.token_guidance import ValueShift
 
     model = TokenValueModel.from_causal_lm(str(tiny_lm))
     model.prior = "reward"
@@ -409,8 +408,7 @@ def test_token_level_guidance_refuses_a_residual_value_model(tiny_lm, tiny_token
 
 def test_training_on_a_prior_standardises_the_residuals(tiny_lm, tiny_tokenizer, tmp_path):
     import datasets
-
-    from valuefn.training import standardise_targets
+    from iro.valuefn.training import standardise_targets
 
     model = TokenValueModel.from_causal_lm(str(tiny_lm))
     standardise_targets(

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from iro.valuefn.residual import ResidualValueNetwork, guided_log_probs
+from iro.valuefn.residual_decoding import decode_with_residual, read_residual
+from iro.valuefn.token_guidance import TokenGuidanceSettings
+from iro.valuefn.vocab_map import VocabularyMap
 
 from tests.conftest import WORDS, make_causal_lm
 from tests.test_ivl import DEMOS, PROMPTS, load_lm, train_tiny_residual
-from valuefn.residual import ResidualValueNetwork, guided_log_probs
-from valuefn.residual_decoding import decode_with_residual, read_residual
-from valuefn.token_guidance import TokenGuidanceSettings
-from valuefn.vocab_map import VocabularyMap
 
 # another word-level vocabulary: other ids, other special tokens, a word the first one lacks,
 # and none of the first one's "summary"

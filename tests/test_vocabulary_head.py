@@ -4,11 +4,10 @@ import json
 
 import pytest
 import torch
+from iro.valuefn.model import VALUE_META, TokenValueModel
+from iro.valuefn.scoring import ValueEnsemble
+from iro.valuefn.token_guidance import GuidedPrompt, TokenGuidanceSettings, ValueShift, decode
 from transformers import AutoModelForCausalLM
-
-from valuefn.model import VALUE_META, TokenValueModel
-from valuefn.scoring import ValueEnsemble
-from valuefn.token_guidance import GuidedPrompt, TokenGuidanceSettings, ValueShift, decode
 
 
 def vocabulary_model(tiny_lm):
@@ -46,8 +45,9 @@ def test_a_fresh_vocabulary_head_values_every_next_token_alike(tiny_lm, tiny_tok
 
 
 def test_a_trained_vocabulary_head_round_trips(tiny_lm, tiny_tokenizer, tmp_path):
+    from iro.valuefn.training import ValueTrainingArguments, train_value_model
+
     from tests.test_value_model import rows
-    from valuefn.training import ValueTrainingArguments, train_value_model
 
     torch.manual_seed(0)
     model = TokenValueModel.from_causal_lm(str(tiny_lm), head="vocabulary")

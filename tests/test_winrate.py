@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from iro.base.config import ReportConfig
+from iro.core.config import ReportConfig
+from iro.core.stats import reward_outcomes, summarize, wilson_interval
 from iro.reports.judge import PROMPTS, pair_outcome, parse_verdict
 from iro.reports.run import ReportError, build_report, latest_run
-from iro.reports.stats import reward_outcomes, summarize, wilson_interval
 from tests.report_helpers import make_run
 
 
@@ -99,7 +99,7 @@ def test_report_names_what_is_missing(tmp_path):
 
 
 def test_reward_win_rate_counts_ties_half_and_equal_rewards_as_ties():
-    from iro.reports.stats import reward_win_rate
+    from iro.core.stats import reward_win_rate
 
     rate = reward_win_rate([1.0, 0.5, 0.2, 0.7], [0.5, 0.5, 0.3, 0.7])
     assert (rate.wins, rate.ties, rate.losses) == (1, 2, 1)
@@ -110,7 +110,7 @@ def test_reward_win_rate_counts_ties_half_and_equal_rewards_as_ties():
 
 
 def test_reward_win_rate_of_no_prompts_is_no_rate():
-    from iro.reports.stats import reward_win_rate
+    from iro.core.stats import reward_win_rate
 
     rate = reward_win_rate([], [])
     assert rate.win_rate is None and rate.ci_low is None and rate.valid == 0
@@ -119,7 +119,7 @@ def test_reward_win_rate_of_no_prompts_is_no_rate():
 def test_paired_bootstrap_covers_the_mean_and_excludes_zero_only_for_a_clear_difference():
     import numpy as np
 
-    from iro.reports.stats import paired_bootstrap, win_outcomes
+    from iro.core.stats import paired_bootstrap, win_outcomes
 
     clear = paired_bootstrap(np.full(50, 0.3) + np.linspace(-0.1, 0.1, 50))
     assert clear.ci_low <= clear.mean <= clear.ci_high and clear.ci_low > 0

@@ -66,7 +66,7 @@ def _stop(process: subprocess.Popen) -> None:
 @pytest.fixture(scope="session")
 def openai_server(tmp_path_factory) -> Iterator[OpenAIServer]:
     """Start `vllm.entrypoints.openai.api_server` on the embedded model; yield how to reach it."""
-    from iro.base.models import resolve_model
+    from iro.core.models import resolve_model
 
     model_dir = resolve_model("embedded:smollm2-135m-instruct")
     port = _free_port()

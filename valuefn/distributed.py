@@ -3,7 +3,7 @@
 The caller writes a job directory (the initial model as safetensors, the training rows as
 parquet, the training arguments and LoRA settings as JSON) and runs
 
-    python -m torch.distributed.run --standalone --nproc_per_node N -m valuefn.distributed DIR
+    python -m torch.distributed.run --standalone --nproc_per_node N -m iro.valuefn.distributed DIR
 
 Every process reads the job and trains; TRL's trainer finds the torchrun environment through
 accelerate, wraps the model in DDP (or DeepSpeed, with `deepspeed` in the arguments), gives each
@@ -32,10 +32,10 @@ from typing import Any
 import datasets
 import pyarrow.parquet as pq
 import torch
+from iro.valuefn.model import LoraSpec, TokenValueModel
+from iro.valuefn.training import ValueTrainingArguments, train_value_model
 
-from iro.base.fsutil import atomic_write_json
-from valuefn.model import LoraSpec, TokenValueModel
-from valuefn.training import ValueTrainingArguments, train_value_model
+from iro.core.fsutil import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def launch_command(directory: Path, processes: int) -> list[str]:
     """torchrun on this machine (`--standalone` picks a free rendezvous port)."""
     return [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
-        f"--nproc_per_node={processes}", "-m", "valuefn.distributed", str(directory),
+        f"--nproc_per_node={processes}", "-m", "iro.valuefn.distributed", str(directory),
     ]  # fmt: skip
 
 
@@ -140,7 +140,7 @@ def run_job(directory: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        raise SystemExit("usage: torchrun ... -m valuefn.distributed JOB_DIRECTORY")
+        raise SystemExit("usage: torchrun ... -m iro.valuefn.distributed JOB_DIRECTORY")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     try:
         run_job(Path(argv[0]))

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-
-from valuefn.encoding import encode_pair, right_pad
+from iro.valuefn.encoding import encode_pair, right_pad
 
 
 class ImplicitRewardScorer:

@@ -34,11 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from iro.valuefn.encoding import right_pad
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from iro.base.fsutil import atomic_write_json
-from valuefn.encoding import right_pad
+from iro.core.fsutil import atomic_write_json
 
 VALUE_META = "value_model.json"
 WEIGHTS = "model.safetensors"

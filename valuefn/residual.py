@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
+from iro.valuefn.model import TokenValueModel, load_trunk
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from iro.base.fsutil import atomic_write_json
-from valuefn.model import TokenValueModel, load_trunk
+from iro.core.fsutil import atomic_write_json
 
 if TYPE_CHECKING:
-    from valuefn.vocab_map import VocabularyMap
+    from iro.valuefn.vocab_map import VocabularyMap
 
 Connection = Literal["logits", "log_probs"]
 RESIDUAL_META = "residual_model.json"

@@ -37,11 +37,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-
-from valuefn.model import left_pad as pad_left
-from valuefn.residual import ResidualValueNetwork, guided_log_probs
-from valuefn.token_guidance import TokenGuidanceSettings, decoding_threads
-from valuefn.vocab_map import VocabularyMap
+from iro.valuefn.model import left_pad as pad_left
+from iro.valuefn.residual import ResidualValueNetwork, guided_log_probs
+from iro.valuefn.token_guidance import TokenGuidanceSettings, decoding_threads
+from iro.valuefn.vocab_map import VocabularyMap
 
 
 def left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, ...]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from iro.base.engines.base import ContinuationRequest, Engine, SamplingSettings
+from iro.core.engines.base import ContinuationRequest, Engine, SamplingSettings
 
 log = logging.getLogger(__name__)
 

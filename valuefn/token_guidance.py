@@ -33,10 +33,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
-
-from reward.base import Reward
-from valuefn.model import CachedRows
-from valuefn.scoring import ValueEnsemble
+from iro.reward.base import Reward
+from iro.valuefn.model import CachedRows
+from iro.valuefn.scoring import ValueEnsemble
 
 
 @dataclass(frozen=True)

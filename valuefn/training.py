@@ -28,12 +28,11 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
+from iro.valuefn.encoding import encode_group
+from iro.valuefn.model import LoraSpec, TokenValueModel
 from torch import nn
 from transformers import PrinterCallback, Trainer
 from trl import RewardConfig
-
-from valuefn.encoding import encode_group
-from valuefn.model import LoraSpec, TokenValueModel
 
 log = logging.getLogger(__name__)
 
@@ -307,7 +306,7 @@ def train_value_model(
     `lora`: train fresh adapters on the trunk and the head in full, then merge the adapters into
     the trunk (its checkpoints hold the adapters: resume needs the same `lora`).
 
-    Under torchrun (`valuefn.distributed`) every process calls this; the trainer shards the
+    Under torchrun (`iro.valuefn.distributed`) every process calls this; the trainer shards the
     batches and averages the gradients, and process 0 alone prunes the checkpoints.
     """
     if len(rows) == 0:

@@ -24,23 +24,23 @@ from typing import Any
 from iro.app import server
 from iro.app.environment import prepare_environment
 from iro.app.plan import GPUS, build_plan, format_plan
-from iro.base.compat import IncompatibleValueModelError, check_run_inputs
-from iro.base.config import (
+from iro.core.compat import IncompatibleValueModelError, check_run_inputs
+from iro.core.config import (
     ConfigError,
     check_run_name,
     load_config,
     parse_override,
 )
-from iro.base.data import DatasetError
-from iro.base.endpoint import EndpointError
-from iro.base.errors import OutOfMemory
-from iro.base.methods import METHODS
-from iro.base.models import ModelNotFoundError
-from iro.base.remote_store import GC_MIN_AGE_HOURS, RemoteArtifactStore, Store, open_store
-from iro.base.store import ArtifactError
+from iro.core.data import DatasetError
+from iro.core.endpoint import EndpointError
+from iro.core.errors import OutOfMemory
+from iro.core.methods import METHODS
+from iro.core.models import ModelNotFoundError
+from iro.core.remote_store import GC_MIN_AGE_HOURS, RemoteArtifactStore, Store, open_store
+from iro.core.store import ArtifactError
 from iro.reports.run import ReportError
-from reward.base import RewardError
-from reward.openai_client import MissingAPIKeyError
+from iro.reward.base import RewardError
+from iro.reward.openai_client import MissingAPIKeyError
 
 # Problems with the user's inputs: reported in one line, without a traceback.
 USER_ERRORS = (ConfigError, DatasetError, ModelNotFoundError, ArtifactError, RewardError)
@@ -73,9 +73,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
     check_run_inputs(cfg, 0 if args.command == "ivl" else cfg.iterations, cfg.eval.enabled)
     server.check_api_from_environment()
     prepare_environment()
-    from flows.ivl import ivl_pipeline
-    from flows.pipeline import iro_pipeline
-    from flows.vas import vas_pipeline
+    from iro.flows.ivl import ivl_pipeline
+    from iro.flows.pipeline import iro_pipeline
+    from iro.flows.vas import vas_pipeline
     from iro.pipeline.evaluation import EvalRow, format_table
 
     flow = {"run": iro_pipeline, "vas": vas_pipeline, "ivl": ivl_pipeline}[args.command]
@@ -92,7 +92,7 @@ def _cmd_iteration(args: argparse.Namespace) -> int:
     check_run_inputs(load_config(args.config, _overrides(args.set)), args.iteration, False)
     server.check_api_from_environment()
     prepare_environment()
-    from flows.iteration import iro_iteration
+    from iro.flows.iteration import iro_iteration
 
     summary = iro_iteration(
         config=args.config, iteration=args.iteration, overrides=_overrides(args.set)
@@ -143,7 +143,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         check_run_name(args.run)
     server.check_api_from_environment()
     prepare_environment()
-    from flows.report import winrate_report
+    from iro.flows.report import winrate_report
 
     result = winrate_report(run=args.run, config=args.config, overrides=_overrides(args.set))
     print(Path(result["artifact"], "summary.md").read_text())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 
-LIBRARY_LOGGERS = "iro,valuefn,reward,tasks,flows"
+LIBRARY_LOGGERS = "iro"
 
 
 def prepare_environment() -> None:

@@ -16,9 +16,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from iro.base.config import RewardComponent, RunConfig
-from iro.base.models import EMBEDDED_PREFIX, default_cache_dir
-from reward.base import checked_dtype
+from iro.core.config import RewardComponent, RunConfig
+from iro.core.models import EMBEDDED_PREFIX, default_cache_dir
+from iro.reward.base import checked_dtype
 
 GIB = 2**30
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
@@ -367,7 +367,7 @@ def _scaled(model: Model, bytes_per_param: int) -> int | None:
 
 def _component_setting(component: RewardComponent, key: str) -> int:
     """A reward component's option, or its class's default (reward/__init__.py REWARD_TYPES)."""
-    from reward import REWARD_TYPES
+    from iro.reward import REWARD_TYPES
 
     if key in component.options:
         return int(component.options[key])

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from iro.app.environment import prepare_environment
-from iro.base.config import ConfigError, load_config
+from iro.core.config import ConfigError, load_config
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
@@ -123,7 +123,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     # served flow runs inherit this environment: library logs reach the UI
     os.environ.setdefault("PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW", "ignore")
     prepare_environment()
-    from flows.deployments import serve_deployments
+    from iro.flows.deployments import serve_deployments
 
     serve_deployments(args.config, args.report_cron, args.pause_report, args.limit)
     return 0

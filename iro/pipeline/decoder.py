@@ -13,21 +13,22 @@ from pathlib import Path
 
 import pandas as pd
 
-from iro.base.config import RunConfig
-from iro.base.data import render_prompts
-from iro.base.methods import get_method
+from iro.core.config import RunConfig
+from iro.core.data import render_prompts
+from iro.core.methods import get_method
 from iro.pipeline import ivl
-from iro.pipeline.generation import Progress, generate
+from iro.pipeline.execution import generate, score_rows
+from iro.pipeline.generation import Progress
 from iro.pipeline.guidance import build_value_ensemble
 from iro.pipeline.methods import search_settings
-from iro.pipeline.scoring import best_per_prompt, build_run_reward, score_rows
-from valuefn.token_guidance import (
+from iro.pipeline.scoring import best_per_prompt, build_run_reward
+from iro.valuefn.token_guidance import (
     GuidedPrompt,
     RewardShift,
     TokenGuidanceSettings,
     ValueShift,
 )
-from valuefn.token_guidance import decode as decode_guided
+from iro.valuefn.token_guidance import decode as decode_guided
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,8 @@ def _token_level(
     seed: int,
     betas: Sequence[float] | None,
 ) -> pd.DataFrame:
-    from iro.base.engines.hf_engine import HFEngine
-    from iro.base.models import resolve_model
+    from iro.core.engines.hf_engine import HFEngine
+    from iro.core.models import resolve_model
 
     d = cfg.decode
     engine = HFEngine(

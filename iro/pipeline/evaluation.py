@@ -1,6 +1,6 @@
 """The evaluation table of a run: base, best-of-U and each IRO iteration at the same U.
 
-Win rates come from `iro.reports.stats.reward_win_rate` (ties half, Wilson's 95% interval), the
+Win rates come from `iro.core.stats.reward_win_rate` (ties half, Wilson's 95% interval), the
 same function the reports and the benchmarks use.
 """
 
@@ -12,9 +12,8 @@ from typing import Any
 
 import pandas as pd
 
-from iro.base.store import Artifact
-from iro.reports.render import interval, percent
-from iro.reports.stats import reward_win_rate
+from iro.core.stats import interval, percent, reward_win_rate
+from iro.core.store import Artifact
 
 
 def evaluation_metrics(outputs: pd.DataFrame) -> dict[str, float]:

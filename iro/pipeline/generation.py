@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from iro.base.config import RunConfig
-from iro.base.data import DatasetError, render_prompts
-from iro.base.engines.factory import get_engine
-from iro.base.errors import out_of_memory
-from iro.base.models import resolve_model
+from iro.core.config import RunConfig
+from iro.core.data import DatasetError, render_prompts
+from iro.core.engines.factory import get_engine
+from iro.core.errors import out_of_memory
+from iro.core.models import resolve_model
 from iro.pipeline.guidance import build_scorer, reward_prior
 from iro.pipeline.methods import sampling_settings
-from valuefn.search import SearchSettings, guided_search
+from iro.valuefn.search import SearchSettings, guided_search
 
 log = logging.getLogger(__name__)
 
@@ -63,43 +63,6 @@ class GenerationJob:
     guided: bool = True
     prior_only: bool = False
     betas: tuple[float, ...] | None = None
-
-
-def generate(
-    cfg: RunConfig,
-    prompts: pd.DataFrame,
-    settings: SearchSettings,
-    value_dirs: Sequence[Path],
-    seed: int,
-    progress: Progress | None = None,
-    guided: bool = True,
-    prior_only: bool = False,
-    betas: Sequence[float] | None = None,
-) -> pd.DataFrame:
-    """Run the search for every prompt; one row per final candidate.
-
-    `guided`: rank beams by sum_i V_i / beta_i over `value_dirs` (`betas`, default value.beta;
-    plus the implicit reward when configured); unguided searches (plain samples, best-of-N)
-    score nothing. `prior_only`: rank by the reward of the partial responses alone, the value
-    with no learned residual (the benchmark's ablation of what value learning adds).
-    With ray.workers > 1 the prompts are shared out to Ray actors (iro/pipeline/sharding.py),
-    whose tables merge into the one this process would have made.
-    """
-    if prompts.empty:
-        raise ValueError("no prompts to generate for")
-    job = GenerationJob(
-        settings,
-        tuple(Path(d) for d in value_dirs),
-        seed,
-        guided,
-        prior_only,
-        None if betas is None else tuple(float(b) for b in betas),
-    )
-    if cfg.ray.workers > 1:
-        from iro.pipeline.sharding import generate_sharded  # imports ray only when asked for
-
-        return generate_sharded(cfg, prompts, job, progress)
-    return generate_shard(cfg, prompts, job, progress)
 
 
 def render(

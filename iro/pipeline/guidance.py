@@ -12,13 +12,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iro.base.compat import check_value_models
-from iro.base.config import RunConfig
-from iro.base.models import resolve_model
+from iro.core.compat import check_value_models
+from iro.core.config import RunConfig
+from iro.core.models import resolve_model
 from iro.pipeline.scoring import build_run_reward
-from valuefn.implicit import ImplicitRewardScorer
-from valuefn.scoring import Prior, ValueEnsemble
-from valuefn.search import Scorer
+from iro.valuefn.implicit import ImplicitRewardScorer
+from iro.valuefn.scoring import Prior, ValueEnsemble
+from iro.valuefn.search import Scorer
 
 
 def reward_prior(cfg: RunConfig, task_prompts: Mapping[str, str]) -> Prior:

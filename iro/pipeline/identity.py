@@ -15,9 +15,9 @@ from typing import Any
 
 import torch
 
-from iro.base.config import RunConfig
-from iro.base.engines.factory import resolve_backend
-from iro.base.methods import METHODS
+from iro.core.config import RunConfig
+from iro.core.engines.factory import resolve_backend
+from iro.core.methods import METHODS
 
 # What every generation reads: the policy and how it is prompted, the sampler, the seed.
 PROMPTS = (

@@ -19,15 +19,15 @@ import datasets
 import pandas as pd
 import torch
 
-from iro.base.config import ConfigError, RunConfig
-from iro.base.data import iteration_slice, load_prompts, render_prompts
-from iro.base.errors import out_of_memory
-from iro.base.models import resolve_model
-from valuefn.residual import ResidualValueNetwork
-from valuefn.residual_decoding import decode_with_residual
-from valuefn.residual_training import ResidualTrainingArguments, train_residual
-from valuefn.token_guidance import TokenGuidanceSettings
-from valuefn.vocab_map import VocabularyMap
+from iro.core.config import ConfigError, RunConfig
+from iro.core.data import iteration_slice, load_prompts, render_prompts
+from iro.core.errors import out_of_memory
+from iro.core.models import resolve_model
+from iro.valuefn.residual import ResidualValueNetwork
+from iro.valuefn.residual_decoding import decode_with_residual
+from iro.valuefn.residual_training import ResidualTrainingArguments, train_residual
+from iro.valuefn.token_guidance import TokenGuidanceSettings
+from iro.valuefn.vocab_map import VocabularyMap
 
 log = logging.getLogger(__name__)
 

@@ -1,13 +1,13 @@
-"""What each method of `iro.base.methods.METHODS` means for the search: its settings, its U,
+"""What each method of `iro.core.methods.METHODS` means for the search: its settings, its U,
 its label in tables and reports.
 """
 
 from __future__ import annotations
 
-from iro.base.config import RunConfig
-from iro.base.engines.base import SamplingSettings
-from iro.base.methods import get_method
-from valuefn.search import SearchSettings
+from iro.core.config import RunConfig
+from iro.core.engines.base import SamplingSettings
+from iro.core.methods import get_method
+from iro.valuefn.search import SearchSettings
 
 
 def search_settings(cfg: RunConfig, method: str) -> SearchSettings:

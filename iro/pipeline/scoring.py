@@ -9,8 +9,8 @@ from collections import defaultdict
 import numpy as np
 import pandas as pd
 
-from iro.base.config import RunConfig
-from reward import WeightedSum, build_reward
+from iro.core.config import RunConfig
+from iro.reward import WeightedSum, build_reward
 
 
 def build_run_reward(cfg: RunConfig) -> WeightedSum:
@@ -45,18 +45,6 @@ def score_table(reward: WeightedSum, table: pd.DataFrame, rows_per_call: int) ->
     for name, values in parts.items():
         scored[f"reward_{name}"] = np.concatenate(values)
     return scored
-
-
-def score_rows(cfg: RunConfig, table: pd.DataFrame) -> pd.DataFrame:
-    """The score stage's table: `score_table` with the run's reward, in this process or, with
-    ray.workers > 1, on Ray actors whose shards merge into the same table."""
-    if table.empty:
-        raise ValueError("no candidates to score")
-    if cfg.ray.workers > 1:
-        from iro.pipeline.sharding import score_sharded  # imports ray only when asked for
-
-        return score_sharded(cfg, table)
-    return score_table(build_run_reward(cfg), table, cfg.reward.batch_size)
 
 
 def best_per_prompt(scored: pd.DataFrame) -> pd.DataFrame:

@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from iro.base.config import ConfigError, RayConfig, RunConfig
+from iro.core.config import ConfigError, RayConfig, RunConfig
 from iro.pipeline.generation import (
     GenerationJob,
     Progress,
@@ -82,10 +82,22 @@ class ShardWorker:
         return score_table(build_run_reward(cfg), table, cfg.reward.batch_size)
 
 
+class RayExecutor:
+    """The pipeline's executor when ray.workers > 1 (see iro/pipeline/execution.py)."""
+
+    def generate(
+        self, cfg: RunConfig, prompts: pd.DataFrame, job: GenerationJob, progress: Progress | None
+    ) -> pd.DataFrame:
+        return generate_sharded(cfg, prompts, job, progress)
+
+    def score(self, cfg: RunConfig, table: pd.DataFrame) -> pd.DataFrame:
+        return score_sharded(cfg, table)
+
+
 def generate_sharded(
     cfg: RunConfig, prompts: pd.DataFrame, job: GenerationJob, progress: Progress | None = None
 ) -> pd.DataFrame:
-    """`generate` on cfg.ray.workers Ray actors, one contiguous shard of prompts each."""
+    """`generate_shard` on cfg.ray.workers Ray actors, one contiguous shard of prompts each."""
     render(cfg, policy_tokenizer(cfg), prompts, job.settings)  # fails before Ray starts
     bounds = shard_bounds(len(prompts), cfg.ray.workers, cfg.policy.prompts_per_call)
     if len(bounds) < cfg.ray.workers:

@@ -16,15 +16,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from iro.base.config import ConfigError, RunConfig
-from iro.base.errors import out_of_memory
-from iro.base.fsutil import atomic_write_json
-from iro.base.models import resolve_model
+from iro.core.config import ConfigError, RunConfig
+from iro.core.errors import out_of_memory
+from iro.core.fsutil import atomic_write_json
+from iro.core.models import resolve_model
 from iro.pipeline.scoring import build_run_reward
-from valuefn.distributed import train_in_processes
-from valuefn.model import LoraSpec, TokenValueModel
-from valuefn.td import lambda_returns
-from valuefn.training import (
+from iro.valuefn.distributed import train_in_processes
+from iro.valuefn.model import LoraSpec, TokenValueModel
+from iro.valuefn.td import lambda_returns
+from iro.valuefn.training import (
     COLUMNS,
     PRIOR_COLUMNS,
     STATE_TARGETS,
@@ -319,7 +319,7 @@ def train_value(
     because this pipeline wrote them itself into its own store.
 
     With value.processes > 1 (or DeepSpeed) each training is a torchrun job (`fit`,
-    `valuefn.distributed`) whose files lie in `work_dir`/launch; it checkpoints into `work_dir`
+    `iro.valuefn.distributed`) whose files lie in `work_dir`/launch; it checkpoints into `work_dir`
     too, and a relaunch resumes as above (value.processes is part of the artifact's id, so the
     checkpoints found there were written by as many processes). A job killed after it trained
     but before this process saved the model retrains nothing: it resumes at its last step.

@@ -23,7 +23,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from iro.base.fsutil import atomic_write_json, atomic_write_text
+from iro.core.fsutil import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from reward.openai_client import ChatClient
+from iro.reward.openai_client import ChatClient
 
 SUMMARY_PROMPT = """Which of the following summaries does a better job of summarizing the most \
 important points in the given forum post, without including unimportant or irrelevant details? \

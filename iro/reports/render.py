@@ -7,22 +7,11 @@ Prefect UI (which shows markdown but no plotting library).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # run.py imports this module
-    from iro.reports.run import ReportRow as Row
+from iro.core.stats import interval, percent
+from iro.reports.rows import ReportRow as Row
 
 BAR_WIDTH = 30
-
-
-def percent(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
-def interval(row: Row) -> str:
-    if row.ci_low is None or row.ci_high is None:
-        return "n/a"
-    return f"[{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}]"
 
 
 def markdown_table(rows: Sequence[Row]) -> str:

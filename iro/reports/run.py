@@ -16,21 +16,22 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from iro.base.config import ReportConfig, RunConfig
-from iro.base.fsutil import atomic_write_json, atomic_write_text
-from iro.base.store import Artifact, ArtifactStore
+from iro.core.config import ReportConfig, RunConfig
+from iro.core.fsutil import atomic_write_json, atomic_write_text
+from iro.core.stats import WinRate, reward_win_rate, summarize
+from iro.core.store import Artifact, ArtifactStore
 from iro.pipeline.identity import config_slice
 from iro.reports.alpaca import run_alpaca_eval
 from iro.reports.judge import PROMPTS, judge_pairs
 from iro.reports.render import markdown_summary
-from iro.reports.stats import WinRate, reward_win_rate, summarize
-from reward.openai_client import ChatClient
+from iro.reports.rows import ReportRow
+from iro.reward.openai_client import ChatClient
 
 log = logging.getLogger(__name__)
 
@@ -42,27 +43,6 @@ RECORD = "report"  # the run step naming the run's reports: runs/<run>/report.js
 
 class ReportError(ValueError):
     """A report that cannot be made from what the store holds; names what is missing."""
-
-
-@dataclass(frozen=True)
-class ReportRow:
-    method: str
-    baseline: str
-    kind: str  # reward | judge | alpaca_eval
-    metric: str
-    win_rate: float | None
-    ci_low: float | None
-    ci_high: float | None
-    interval: str  # wilson-95, or alpaca-eval's normal interval
-    wins: int
-    ties: int
-    losses: int
-    failures: int
-    prompts: int
-    mean_reward: float
-    judge: str | None = None
-    prompt_version: str | None = None
-    note: str = ""
 
 
 def latest_run(store: ArtifactStore) -> str:

@@ -8,7 +8,7 @@ prefix exact) or as text (any completions API).
 Failures (the server down, slower than `policy.endpoint.timeout_s`, overloaded or answering
 garbage) are retried `policy.endpoint.max_retries` times with exponential backoff and then raised
 as `EndpointError` naming the endpoint, what happened, the attempts and the setting to change
-(`iro.base.endpoint`); the step's other requests still waiting are not sent. There is no silent
+(`iro.core.endpoint`); the step's other requests still waiting are not sent. There is no silent
 fallback to another engine, which would change the results.
 """
 
@@ -18,8 +18,8 @@ import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from iro.base.endpoint import Endpoint, EndpointError
-from iro.base.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
+from iro.core.endpoint import Endpoint, EndpointError
+from iro.core.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
 
 __all__ = ["EndpointError", "OpenAIEngine"]
 

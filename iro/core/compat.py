@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from iro.base.config import RunConfig
-from iro.base.data import check_prompt_counts
-from iro.base.models import check_model_reference
+from iro.core.config import RunConfig
+from iro.core.data import check_prompt_counts
+from iro.core.models import check_model_reference
 
 VALUE_META = "value_model.json"  # valuefn.model.VALUE_META
 VALUE_KIND = "token_value_model"
-MANIFEST = "manifest.json"  # iro.base.store.MANIFEST
+MANIFEST = "manifest.json"  # iro.core.store.MANIFEST
 
 
 class IncompatibleValueModelError(ValueError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -113,3 +114,15 @@ def paired_bootstrap(
 def win_outcomes(method_rewards, baseline_rewards) -> np.ndarray:
     """Per prompt: 1 if the method's reward is higher, 0.5 on a tie, 0 if lower."""
     return (np.asarray(reward_outcomes(method_rewards, baseline_rewards), dtype=float) + 1) / 2
+
+
+def percent(value: float | None) -> str:
+    """A rate as text: 62.5%, or n/a where there is none."""
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def interval(row: Any) -> str:
+    """A row's ci_low/ci_high as text in percent: [50.3, 73.3], or n/a."""
+    if row.ci_low is None or row.ci_high is None:
+        return "n/a"
+    return f"[{100 * row.ci_low:.1f}, {100 * row.ci_high:.1f}]"

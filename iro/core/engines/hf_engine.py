@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
-from iro.base.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
+from iro.core.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
 
 
 class HFEngine(Engine):

@@ -42,9 +42,9 @@ from typing import Any, BinaryIO
 
 import fsspec
 
-from iro.base.config import StoreConfig
-from iro.base.fsutil import ProcessId, atomic_write_text
-from iro.base.store import (
+from iro.core.config import StoreConfig
+from iro.core.fsutil import ProcessId, atomic_write_text
+from iro.core.store import (
     ENTRY_NAME,
     MANIFEST,
     RUNS,

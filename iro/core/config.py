@@ -24,7 +24,7 @@ from pydantic import (
     model_validator,
 )
 
-from iro.base.methods import METHODS, MethodName
+from iro.core.methods import METHODS, MethodName
 
 EMBEDDED_MODEL = "embedded:smollm2-135m-instruct"
 # A run's name becomes a directory (runs/<name>/) and part of Prefect names: no separators, no
@@ -249,7 +249,7 @@ class DecodeConfig(Section):
     """How `iro decode` (and evaluation of a mode) turns a prompt into one response."""
 
     mode: MethodName = Field(
-        "iro", description="the method `iro decode` runs (iro/base/methods.py)"
+        "iro", description="the method `iro decode` runs (iro/core/methods.py)"
     )
     final_pick: Literal["reward", "value"] = Field(
         "reward", description="iro: best of the final candidates by reward, or top value"

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from iro.base.fsutil import directory_lock
+from iro.core.fsutil import directory_lock
 
 log = logging.getLogger(__name__)
 

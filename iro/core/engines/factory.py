@@ -7,9 +7,9 @@ import importlib.util
 import logging
 import os
 
-from iro.base.config import PolicyConfig
-from iro.base.engines.base import Engine
-from iro.base.models import resolve_model
+from iro.core.config import PolicyConfig
+from iro.core.engines.base import Engine
+from iro.core.models import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def resolve_backend(requested: str) -> str:
 def _openai_engine(policy: PolicyConfig, model_path: str) -> Engine:
     from transformers import AutoTokenizer
 
-    from iro.base.engines.openai_engine import OpenAIEngine
+    from iro.core.engines.openai_engine import OpenAIEngine
 
     endpoint = policy.endpoint
     api_key = "unused"  # a local vLLM server ignores it; the client insists on one
@@ -67,7 +67,7 @@ def get_engine(policy: PolicyConfig, cache_dir: str | None, seed: int) -> Engine
         if backend == "openai":
             _ENGINES[key] = _openai_engine(policy, model_path)
         elif backend == "vllm":
-            from iro.base.engines.vllm_engine import VLLMEngine
+            from iro.core.engines.vllm_engine import VLLMEngine
 
             _ENGINES[key] = VLLMEngine(
                 model_path,
@@ -81,7 +81,7 @@ def get_engine(policy: PolicyConfig, cache_dir: str | None, seed: int) -> Engine
                 compile=policy.compile,
             )
         else:
-            from iro.base.engines.hf_engine import HFEngine
+            from iro.core.engines.hf_engine import HFEngine
 
             _ENGINES[key] = HFEngine(
                 model_path, dtype=policy.dtype, trust_remote_code=policy.trust_remote_code

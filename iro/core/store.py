@@ -38,7 +38,7 @@ from typing import Any
 import pandas as pd
 from filelock import FileLock, Timeout
 
-from iro.base.fsutil import (
+from iro.core.fsutil import (
     LockBusyError,
     ProcessId,
     atomic_write_json,

@@ -6,8 +6,8 @@ import logging
 import os
 from collections.abc import Sequence
 
-from iro.base.config import ConfigError
-from iro.base.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
+from iro.core.config import ConfigError
+from iro.core.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
 
 log = logging.getLogger(__name__)
 
