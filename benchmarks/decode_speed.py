@@ -53,11 +53,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from iro.valuefn.encoding import encode_pair
-from iro.valuefn.model import TokenValueModel
-from iro.valuefn.scoring import LoadedValue, ValueEnsemble
-from iro.valuefn.search import Candidate, SearchSettings, guided_search, select_diversity_first
-from iro.valuefn.token_guidance import GuidedPrompt, TokenGuidanceSettings, ValueShift, decode
 
 from iro.core.config import RunConfig
 from iro.core.data import eval_slice, load_prompts, render_prompts
@@ -66,6 +61,11 @@ from iro.core.engines.factory import get_engine
 from iro.core.engines.hf_engine import HFEngine
 from iro.core.fsutil import atomic_write_json
 from iro.core.models import resolve_model
+from iro.valuefn.encoding import encode_pair
+from iro.valuefn.model import TokenValueModel
+from iro.valuefn.scoring import LoadedValue, ValueEnsemble
+from iro.valuefn.search import Candidate, SearchSettings, guided_search, select_diversity_first
+from iro.valuefn.token_guidance import GuidedPrompt, TokenGuidanceSettings, ValueShift, decode
 
 RESULTS = Path(__file__).parent / "results" / "decode_speed.json"
 DTYPES = ("float32", "bfloat16")  # policy dtype and value.score_dtype together

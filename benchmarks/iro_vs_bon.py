@@ -33,9 +33,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from iro.valuefn.diagnostics import prefix_quality
-from iro.valuefn.scoring import Prior, ValueEnsemble
-from iro.valuefn.search import SearchSettings
 
 from iro.app.environment import prepare_environment
 from iro.core.config import RunConfig, load_config, parse_config, parse_override, set_dotted_key
@@ -51,6 +48,9 @@ from iro.pipeline.ivl import RESIDUAL_DIR
 from iro.pipeline.methods import VAS_RUN_SETTINGS, search_settings
 from iro.pipeline.runner import VALUE_DIR, Pipeline
 from iro.pipeline.scoring import best_per_prompt, build_run_reward
+from iro.valuefn.diagnostics import prefix_quality
+from iro.valuefn.scoring import Prior, ValueEnsemble
+from iro.valuefn.search import SearchSettings
 
 log = logging.getLogger("benchmarks.iro_vs_bon")
 RESULTS = Path(__file__).parent / "results"

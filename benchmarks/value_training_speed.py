@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from iro.valuefn.model import TokenValueModel
-from iro.valuefn.training import ValueTrainingArguments, train_value_model
 from transformers import AutoTokenizer
 
 from iro.core.config import load_config
 from iro.core.data import load_prompts, render_prompts
 from iro.core.fsutil import atomic_write_json
 from iro.core.models import resolve_model
-from iro.pipeline.value_training import value_rows
+from iro.valuefn.model import TokenValueModel
+from iro.valuefn.targets import value_rows
+from iro.valuefn.training import ValueTrainingArguments, train_value_model
 
 RESULTS = Path(__file__).parent / "results" / "value_training_speed.json"
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect import flow
+
+from iro.core.config import RunConfig
 from iro.flows.params import (
     DEFAULT_CONFIG,
     ConfigPath,
@@ -16,13 +19,10 @@ from iro.flows.params import (
     flow_run_namer,
     run_config,
 )
-from iro.tasks.stages import evaluate_task
-from prefect import flow
-
-from iro.core.config import RunConfig
 from iro.pipeline.evaluation import EvalRow, eval_row, rows_as_dicts
 from iro.pipeline.methods import method_label
 from iro.pipeline.runner import Pipeline
+from iro.tasks.stages import evaluate_task
 
 
 @flow(name="iro-baselines", flow_run_name=flow_run_namer("baselines"))
@@ -38,7 +38,13 @@ def iro_baselines(
         run_name: names the run (store index, artifact keys); empty keeps the config's run_name.
         overrides: dotted config keys to override, e.g. {"search.beams": 4}.
     """
-    cfg = run_config(config, run_name, overrides)
+    return run_baselines.fn(run_config(config, run_name, overrides))
+
+
+@flow(name="iro-baselines", flow_run_name=flow_run_namer("baselines"))
+def run_baselines(cfg: RunConfig) -> dict[str, Any]:
+    """The baselines of the run `cfg` describes: the subflow of the pipeline flows, and the body
+    of `iro-baselines`."""
     pipeline = Pipeline(cfg)
     rows = []
     reference_reward = None
@@ -51,12 +57,10 @@ def iro_baselines(
     return {"evaluation": rows_as_dicts(rows), "reference_mean_reward": reference_reward}
 
 
-def baseline_rows(
-    cfg: RunConfig, config: ConfigPath, run_name: RunName, overrides: Overrides
-) -> tuple[list[EvalRow], float | None]:
+def baseline_rows(cfg: RunConfig) -> tuple[list[EvalRow], float | None]:
     """The baselines' table rows and the reference's mean reward, from the `iro-baselines`
     subflow; none when the config turns evaluation off."""
     if not cfg.eval.enabled:
         return [], None
-    baselines = iro_baselines(config=config, run_name=run_name, overrides=overrides)
+    baselines = run_baselines(cfg)
     return [EvalRow(**row) for row in baselines["evaluation"]], baselines["reference_mean_reward"]

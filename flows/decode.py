@@ -7,6 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from pydantic import Field
+
+from iro.core.config import RUN_NAME_PATTERN
+from iro.core.remote_store import open_store
 from iro.flows.params import (
     DEFAULT_CONFIG,
     ConfigPath,
@@ -15,14 +21,8 @@ from iro.flows.params import (
     Overrides,
     run_config,
 )
-from iro.tasks.publish import artifact_key
-from prefect import flow, get_run_logger
-from prefect.artifacts import create_table_artifact
-from pydantic import Field
-
-from iro.core.config import RUN_NAME_PATTERN
-from iro.core.remote_store import open_store
 from iro.pipeline.aligned import answer, answer_records
+from iro.tasks.publish import artifact_key
 
 Prompts = Annotated[list[str], Field(min_length=1)]
 # RUN or RUN@ITERATION (aligned.parse_run_ref)

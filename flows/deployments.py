@@ -13,6 +13,10 @@ run is serialised by the artifact store's run lock inside the flows.
 
 from __future__ import annotations
 
+from prefect import serve
+from prefect.deployments.runner import RunnerDeployment
+from prefect.types.entrypoint import EntrypointType
+
 from iro.flows.baselines import iro_baselines
 from iro.flows.decode import iro_decode
 from iro.flows.iteration import iro_iteration
@@ -20,9 +24,6 @@ from iro.flows.ivl import ivl_pipeline
 from iro.flows.pipeline import iro_pipeline
 from iro.flows.report import report_deployment
 from iro.flows.vas import vas_pipeline
-from prefect import serve
-from prefect.deployments.runner import RunnerDeployment
-from prefect.types.entrypoint import EntrypointType
 
 DEPLOYMENT_NAME = "default"
 

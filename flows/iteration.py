@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect import flow, get_run_logger
+
+from iro.core.compat import check_run_inputs
+from iro.core.config import RunConfig
 from iro.flows.params import (
     DEFAULT_CONFIG,
     ConfigPath,
@@ -13,6 +17,9 @@ from iro.flows.params import (
     flow_run_namer,
     run_config,
 )
+from iro.pipeline.evaluation import eval_row
+from iro.pipeline.methods import guided_method, method_label
+from iro.pipeline.runner import Pipeline
 from iro.tasks.stages import (
     evaluate_task,
     reweight_task,
@@ -20,12 +27,6 @@ from iro.tasks.stages import (
     score_task,
     train_value_task,
 )
-from prefect import flow, get_run_logger
-
-from iro.core.compat import check_run_inputs
-from iro.pipeline.evaluation import eval_row
-from iro.pipeline.methods import guided_method, method_label
-from iro.pipeline.runner import Pipeline
 
 
 @flow(name="iro-iteration", flow_run_name=flow_run_namer("iter-{iteration}"))
@@ -49,14 +50,26 @@ def iro_iteration(
         overrides: dotted config keys to override, e.g. {"search.beams": 4}.
     """
     cfg = run_config(config, run_name, overrides)
+    _check_iteration(cfg, iteration)
+    check_run_inputs(cfg, iteration, False)  # before any stage: models, prompts
+    return run_iteration.fn(cfg, iteration)
+
+
+@flow(name="iro-iteration", flow_run_name=flow_run_namer("iter-{iteration}"))
+def run_iteration(cfg: RunConfig, iteration: Iteration) -> dict[str, Any]:
+    """Iteration `iteration` of the run `cfg` describes, its inputs already checked: the subflow
+    of `iro-pipeline`, and the body of `iro-iteration`."""
+    _check_iteration(cfg, iteration)
+    pipeline = Pipeline(cfg)
+    with pipeline.store.run_lock(cfg.run_name):
+        return _iteration(pipeline, iteration)
+
+
+def _check_iteration(cfg: RunConfig, iteration: int) -> None:
     if not 1 <= iteration <= cfg.iterations:
         raise ValueError(
             f"iteration must be in 1..{cfg.iterations} (config iterations), got {iteration}"
         )
-    check_run_inputs(cfg, iteration, False)  # before any stage: models, prompts
-    pipeline = Pipeline(cfg)
-    with pipeline.store.run_lock(cfg.run_name):
-        return _iteration(pipeline, iteration)
 
 
 def _iteration(pipeline: Pipeline, iteration: int) -> dict[str, Any]:

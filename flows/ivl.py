@@ -10,6 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect import flow
+
+from iro.core.compat import check_run_inputs
+from iro.core.config import RunConfig
 from iro.flows.baselines import baseline_rows
 from iro.flows.params import (
     DEFAULT_CONFIG,
@@ -17,16 +21,13 @@ from iro.flows.params import (
     Overrides,
     RunName,
     flow_run_namer,
-    method_run_name,
-    run_config,
+    show_library_logs,
 )
+from iro.pipeline.evaluation import eval_row, rows_as_dicts
+from iro.pipeline.methods import method_run_config
+from iro.pipeline.runner import Pipeline
 from iro.tasks.publish import publish_evaluation
 from iro.tasks.stages import evaluate_task, train_residual_task
-from prefect import flow
-
-from iro.core.compat import check_run_inputs
-from iro.pipeline.evaluation import eval_row, rows_as_dicts
-from iro.pipeline.runner import Pipeline
 
 
 @flow(name="ivl", flow_run_name=flow_run_namer("ivl"))
@@ -43,11 +44,17 @@ def ivl_pipeline(
         run_name: names the run; empty: the config's run_name followed by -ivl.
         overrides: dotted config keys to override, e.g. {"ivl.norm_penalty": 0.1}.
     """
-    name = method_run_name(config, run_name, overrides, "ivl")
-    cfg = run_config(config, name, overrides)
+    show_library_logs()
+    cfg = method_run_config(config, run_name, overrides, "ivl")
     check_run_inputs(cfg, 0, cfg.eval.enabled)  # before any stage: models, prompts
+    return run_ivl.fn(cfg)
+
+
+@flow(name="ivl", flow_run_name=flow_run_namer("ivl"))
+def run_ivl(cfg: RunConfig) -> dict[str, Any]:
+    """The IVL run `cfg` describes, its inputs already checked: the body of `ivl`."""
     pipeline = Pipeline(cfg)
-    rows, reference_reward = baseline_rows(cfg, config, name, overrides)
+    rows, reference_reward = baseline_rows(cfg)
     with pipeline.store.run_lock(cfg.run_name):
         residual = train_residual_task(pipeline)
         if cfg.eval.enabled:

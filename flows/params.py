@@ -25,29 +25,24 @@ Overrides = dict[str, Any] | None
 Iteration = Annotated[int, Field(ge=1)]
 
 
-def run_config(config: str, run_name: str | None, overrides: dict[str, Any] | None) -> RunConfig:
-    """The config a flow works on: the file, its overrides, then the run name if one is given.
-
-    Also lets the library's INFO lines (stage starts, "reusing", throughput) through: Prefect
+def show_library_logs() -> None:
+    """Let the library's INFO lines (stage starts, "reusing", throughput) through: Prefect
     attaches its API handler to PREFECT_LOGGING_EXTRA_LOGGERS but leaves their level at the root's
-    WARNING, and a served flow run is a fresh process that `iro`'s CLI never configured.
-    """
+    WARNING, and a served flow run is a fresh process that `iro`'s CLI never configured."""
     for name in PREFECT_LOGGING_EXTRA_LOGGERS.value() or []:
         library_logger = logging.getLogger(name)
         if library_logger.level == logging.NOTSET:
             library_logger.setLevel(logging.INFO)
+
+
+def run_config(config: str, run_name: str | None, overrides: dict[str, Any] | None) -> RunConfig:
+    """The config an entry flow works on: the file, its overrides, then the run name if one is
+    given. Parsed here once per command; subflows receive the validated `RunConfig`."""
+    show_library_logs()
     merged = dict(overrides or {})
     if run_name:
         merged["run_name"] = run_name
     return load_config(config, merged)
-
-
-def method_run_name(
-    config: str, run_name: str | None, overrides: dict[str, Any] | None, method: str
-) -> str:
-    """`run_name` if given, else the config's run name with `-<method>` (vas, ivl), so that a
-    method's run records do not mix with the IRO run of the same config."""
-    return run_name or f"{run_config(config, None, overrides).run_name}-{method}"
 
 
 def flow_run_namer(suffix: str) -> Callable[[], str]:
@@ -59,9 +54,16 @@ def flow_run_namer(suffix: str) -> Callable[[], str]:
 
     def name() -> str:
         params = flow_run.parameters
-        cfg = run_config(
-            params.get("config", DEFAULT_CONFIG), params.get("run_name"), params.get("overrides")
-        )
-        return f"{cfg.run_name}-{suffix.format(**params)}"
+        if "cfg" in params:  # a subflow, handed the validated config
+            cfg = params["cfg"]
+            run = cfg.run_name if isinstance(cfg, RunConfig) else cfg["run_name"]
+        else:
+            run = (
+                params.get("run_name")
+                or run_config(
+                    params.get("config", DEFAULT_CONFIG), None, params.get("overrides")
+                ).run_name
+            )
+        return f"{run}-{suffix.format(**params)}"
 
     return name

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect import flow, get_run_logger
+
+from iro.core.compat import check_run_inputs
+from iro.core.config import RunConfig
+from iro.core.remote_store import open_store
 from iro.flows.baselines import baseline_rows
-from iro.flows.iteration import iro_iteration
+from iro.flows.iteration import run_iteration
 from iro.flows.params import (
     DEFAULT_CONFIG,
     ConfigPath,
@@ -14,12 +19,8 @@ from iro.flows.params import (
     flow_run_namer,
     run_config,
 )
-from iro.tasks.publish import publish_evaluation
-from prefect import flow, get_run_logger
-
-from iro.core.compat import check_run_inputs
 from iro.pipeline.evaluation import EvalRow, rows_as_dicts
-from iro.pipeline.runner import Pipeline
+from iro.tasks.publish import publish_evaluation
 
 
 @flow(name="iro-pipeline", flow_run_name=flow_run_namer("pipeline"))
@@ -35,13 +36,19 @@ def iro_pipeline(
         run_name: names the run (store index, artifact keys); empty keeps the config's run_name.
         overrides: dotted config keys to override, e.g. {"search.beams": 4}.
     """
-    logger = get_run_logger()
     cfg = run_config(config, run_name, overrides)
     check_run_inputs(cfg, cfg.iterations, cfg.eval.enabled)  # before any stage: models, prompts
-    pipeline = Pipeline(cfg)
-    rows, reference_reward = baseline_rows(cfg, config, run_name, overrides)
+    return run_pipeline.fn(cfg)
+
+
+@flow(name="iro-pipeline", flow_run_name=flow_run_namer("pipeline"))
+def run_pipeline(cfg: RunConfig) -> dict[str, Any]:
+    """The whole run `cfg` describes, its inputs already checked: baselines, every iteration (each
+    a subflow handed the same validated config), and the evaluation table."""
+    logger = get_run_logger()
+    rows, reference_reward = baseline_rows(cfg)
     for k in range(1, cfg.iterations + 1):
-        summary = iro_iteration(config=config, iteration=k, run_name=run_name, overrides=overrides)
+        summary = run_iteration(cfg, k)
         if "evaluation" in summary:
             rows.append(EvalRow(**summary["evaluation"]))
 
@@ -50,7 +57,7 @@ def iro_pipeline(
         "config": cfg.model_dump(),
         "evaluation": rows_as_dicts(rows),
     }
-    path = pipeline.store.record_run_step(cfg.run_name, "evaluation", report)
+    path = open_store(cfg.store).record_run_step(cfg.run_name, "evaluation", report)
     publish_evaluation(cfg.run_name, rows, reference_reward)
     logger.info("evaluation table saved to %s", path)
     return {"report_path": str(path), **report}

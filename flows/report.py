@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from iro.reward.openai_client import resolve_api_key
-from iro.tasks.publish import artifact_key
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from iro.core.config import JudgeConfig, RunConfig, load_config
 from iro.core.remote_store import open_store
 from iro.reports.run import build_report, latest_run
+from iro.reward.openai_client import resolve_api_key
+from iro.tasks.publish import artifact_key
 
 
 def judge_api_key(judge: JudgeConfig) -> str:
@@ -66,10 +66,12 @@ def report_deployment(
 ):
     """A `winrate-report` deployment on a cron schedule, ready for `prefect.serve`."""
     from prefect.schedules import Cron
+    from prefect.types.entrypoint import EntrypointType
 
     return winrate_report.to_deployment(
         name=name,
         schedules=[Cron(cron, timezone=timezone)],
         parameters={"run": run, "config": config},
         description="win-rate report of a run (or the latest run) on a schedule",
+        entrypoint_type=EntrypointType.MODULE_PATH,  # as the other deployments: any cwd
     )

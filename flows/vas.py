@@ -11,18 +11,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from prefect import flow
+
+from iro.core.compat import check_run_inputs
 from iro.flows.params import (
     DEFAULT_CONFIG,
     ConfigPath,
     Overrides,
     RunName,
     flow_run_namer,
-    method_run_name,
+    show_library_logs,
 )
-from iro.flows.pipeline import iro_pipeline
-from prefect import flow
-
-from iro.pipeline.methods import VAS_RUN_SETTINGS
+from iro.flows.pipeline import run_pipeline
+from iro.pipeline.methods import method_run_config
 
 
 @flow(name="vas", flow_run_name=flow_run_namer("vas"))
@@ -40,6 +41,7 @@ def vas_pipeline(
         overrides: dotted config keys to override on top of VAS's settings, e.g.
             {"value.td.trace_decay": 0.9, "decode.guidance_beta": 2.0}.
     """
-    merged = {**VAS_RUN_SETTINGS, **(overrides or {})}
-    name = method_run_name(config, run_name, merged, "vas")
-    return iro_pipeline(config=config, run_name=name, overrides=merged)
+    show_library_logs()
+    cfg = method_run_config(config, run_name, overrides, "vas")
+    check_run_inputs(cfg, cfg.iterations, cfg.eval.enabled)  # before any stage: models, prompts
+    return run_pipeline(cfg)

@@ -13,6 +13,7 @@ from functools import cached_property
 from pathlib import Path
 
 import numpy as np
+
 from iro.reward.base import Reward
 
 EMBEDDED_MINILM = "embedded:all-minilm-l6-v2"

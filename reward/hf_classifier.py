@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from functools import cached_property
 
 import numpy as np
+
 from iro.reward.base import ModelReward, checked_dtype
 
 

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from functools import cached_property
 
 import numpy as np
+
 from iro.reward.base import Reward, RewardError
 from iro.reward.openai_client import ChatClient, resolve_api_key
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+
 from iro.reward.base import ModelReward, checked_dtype
 
 if TYPE_CHECKING:

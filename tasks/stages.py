@@ -7,12 +7,12 @@ Prefect's own result caching is off.
 
 from __future__ import annotations
 
-from iro.tasks.publish import progress_reporter, publish_stage
 from prefect import task
 from prefect.cache_policies import NONE
 
 from iro.core.store import Artifact
 from iro.pipeline.runner import Pipeline
+from iro.tasks.publish import progress_reporter, publish_stage
 
 
 def _mirror(

@@ -20,7 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-from iro.valuefn.training import ValueTrainer
 from transformers import TrainerCallback
 
 from iro.core.config import load_config
@@ -29,6 +28,7 @@ from iro.pipeline.evaluation import eval_row, rows_as_dicts
 from iro.pipeline.methods import method_label
 from iro.pipeline.runner import Pipeline
 from iro.reports.run import build_report
+from iro.valuefn.training import ValueTrainer
 
 
 def wait_to_be_killed(ready: Path, where: str) -> None:

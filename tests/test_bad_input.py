@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from iro.reward.base import Reward, RewardError
-from iro.reward.composite import WeightedSum
 
 from iro.app.cli import main
 from iro.core.compat import IncompatibleValueModelError, check_run_inputs, check_value_models
 from iro.core.config import ConfigError, load_config, parse_config, parse_override
 from iro.core.data import DatasetError, check_prompt_counts, load_prompts
 from iro.core.models import ModelNotFoundError, check_model_reference, resolve_model
+from iro.reward.base import Reward, RewardError
+from iro.reward.composite import WeightedSum
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCSTRINGS = ROOT / "data" / "docstrings.jsonl"  # 284 train, 59 test prompts
@@ -256,8 +256,9 @@ def _copy_value_model(value_dir: Path, target: Path, backbone: str | None) -> Pa
 
 @pytest.fixture(scope="module")
 def saved_value_model(tiny_lm, tmp_path_factory) -> Path:
-    from iro.valuefn.model import TokenValueModel
     from transformers import AutoTokenizer
+
+    from iro.valuefn.model import TokenValueModel
 
     directory = tmp_path_factory.mktemp("value") / "value_model"
     TokenValueModel.from_causal_lm(str(tiny_lm), 1).save(

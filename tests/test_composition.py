@@ -69,6 +69,7 @@ A_WORDS, B_WORDS = ("summary", "short", "sentence"), ("file", "path", "data")
 def _favouring(words, tiny_lm, tokenizer, directory: Path) -> Path:
     """A vocabulary-head value model whose V(s + a) is 1 for the given words, else 0."""
     import torch
+
     from iro.valuefn.model import TokenValueModel
 
     model = TokenValueModel.from_causal_lm(str(tiny_lm), 1, head="vocabulary")

@@ -5,13 +5,13 @@ import json
 import pandas as pd
 import pytest
 import torch
-from iro.valuefn.model import TokenValueModel
-from iro.valuefn.residual import ResidualValueNetwork
 
 from iro.app.cli import main
 from iro.core.config import parse_config
 from iro.core.methods import METHODS
 from iro.pipeline.decoder import decode
+from iro.valuefn.model import TokenValueModel
+from iro.valuefn.residual import ResidualValueNetwork
 
 
 @pytest.fixture(scope="module")

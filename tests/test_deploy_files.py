@@ -15,11 +15,38 @@ def deployments() -> list[dict]:
     return yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]
 
 
-def test_every_entrypoint_names_a_flow_of_the_project():
+def test_every_entrypoint_names_a_flow_of_the_installed_package():
+    """Module paths (not file paths): a worker imports the flow from the installed `iro`."""
     for deployment in deployments():
-        path, name = deployment["entrypoint"].split(":")
-        module = importlib.import_module(path.removesuffix(".py").replace("/", "."))
-        assert hasattr(getattr(module, name), "deploy"), deployment["entrypoint"]
+        module, _, name = deployment["entrypoint"].rpartition(".")
+        assert module.startswith("iro.flows."), deployment["entrypoint"]
+        assert hasattr(getattr(importlib.import_module(module), name), "deploy")
+
+
+def test_prefect_yaml_describes_the_deployments_iro_serve_registers():
+    """The same flows, deployment names, parameters and schedule in both places."""
+    from iro.flows.deployments import build_deployments
+
+    served = {
+        (
+            d.entrypoint,
+            d.name,
+            tuple(sorted(d.parameters)),
+            tuple(s.schedule.cron for s in d.schedules),
+        )
+        for d in build_deployments("configs/demo.yaml", report_cron="0 6 * * *")
+    }
+    described = {
+        (
+            d["entrypoint"],
+            d["name"],
+            tuple(sorted(d.get("parameters", {"run": None, "config": None}))),
+            tuple(s["cron"] for s in d.get("schedules", [])),
+        )
+        for d in deployments()
+        if d["name"] != "gpu"
+    }
+    assert described == served
 
 
 def test_every_deployment_config_exists():

@@ -2,9 +2,9 @@
 not, and that the final error names the endpoint but never the key."""
 
 import pytest
-from iro.reward.openai_client import ChatClient
 
 from iro.core.endpoint import Endpoint, EndpointError
+from iro.reward.openai_client import ChatClient
 from tests.http_stub import chat_completion, json_reply, stub_server
 
 KEY = "sk-test-0123456789abcdef"

@@ -12,9 +12,6 @@ import datasets
 import pandas as pd
 import pytest
 import torch
-from iro.valuefn.model import LoraSpec, TokenValueModel
-from iro.valuefn.scoring import ValueEnsemble
-from iro.valuefn.training import ValueTrainingArguments, train_value_model
 
 from iro.core.config import ConfigError, parse_config
 from iro.core.engines.vllm_engine import VLLMEngine, tensor_parallel_kwargs
@@ -25,6 +22,9 @@ from iro.pipeline.value_training import (
     train_value,
     training_arguments,
 )
+from iro.valuefn.model import LoraSpec, TokenValueModel
+from iro.valuefn.scoring import ValueEnsemble
+from iro.valuefn.training import ValueTrainingArguments, train_value_model
 from tests.conftest import tiny_value_config
 
 ROOT = Path(__file__).resolve().parents[1]

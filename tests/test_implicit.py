@@ -1,8 +1,8 @@
 import numpy as np
 import torch
-from iro.valuefn.implicit import ImplicitRewardScorer
 from transformers import AutoModelForCausalLM
 
+from iro.valuefn.implicit import ImplicitRewardScorer
 from tests.conftest import make_causal_lm
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
+
 from iro.valuefn.residual import ResidualValueNetwork, guided_log_probs, residual_delta
 from iro.valuefn.residual_decoding import decode_with_residual
 from iro.valuefn.residual_training import (
@@ -244,7 +245,7 @@ def test_save_load_round_trip_reads_no_pickle(tiny_lm, tiny_tokenizer, tmp_path,
     mask = torch.ones_like(ids)
     with torch.no_grad():
         assert torch.equal(loaded(ids, mask), residual.eval()(ids, mask))
-    assert loaded.connection == "log_probs" and loaded.config.num_hidden_layers == 1
+    assert loaded.connection == "log_probs" and loaded.config.text_config.num_hidden_layers == 1
     assert not [p for p in (tmp_path / "residual").iterdir() if p.suffix in (".bin", ".pt", ".pkl")]
 
 

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
+
 from iro.reward import build_reward
 from iro.reward.base import check_scores
 from iro.reward.llm_judge import LLMJudgeReward, parse_rating
 from iro.reward.openai_client import MissingAPIKeyError
-
 from tests.conftest import make_tokenizer
 
 CHAT_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}"

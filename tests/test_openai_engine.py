@@ -40,11 +40,10 @@ def test_engine_and_endpoint_must_agree():
 def test_endpoint_search_equals_in_process_vllm(openai_server, monkeypatch):
     """The same seeds give the same samples through a `vllm serve` endpoint as in-process, so a
     run's results do not depend on where the frozen policy is served; EOS is handled alike."""
-    from iro.valuefn.search import SearchSettings, guided_search
-
     from iro.core.config import PolicyConfig, RunConfig
     from iro.core.engines.factory import get_engine
     from iro.pipeline.generation import policy_tokenizer
+    from iro.valuefn.search import SearchSettings, guided_search
 
     monkeypatch.setenv("IRO_TEST_ENDPOINT_KEY", openai_server.api_key)
     endpoint_policy = PolicyConfig(

@@ -9,11 +9,11 @@ import threading
 import time
 
 import pytest
-from iro.flows.deployments import build_deployments
 
 from iro.app.server import server_environment
 from iro.core.config import ConfigError
 from iro.core.store import ArtifactStore
+from iro.flows.deployments import build_deployments
 
 
 def test_deployments_have_typed_parameters_and_the_serve_config_as_default(monkeypatch):

@@ -8,19 +8,19 @@ from pathlib import Path
 import pytest
 
 from iro.app import cli
-from iro.app.plan import (
+from iro.app.plan_text import format_plan
+from iro.core.config import load_config, parse_config
+from iro.pipeline.plan import (
     GPUS,
     KNOWN_MODELS,
     NOT_FOUND,
     build_plan,
     find_shape,
-    format_plan,
     generation_stage,
     run_models,
     run_work,
     training_stage,
 )
-from iro.core.config import load_config, parse_config
 
 CONFIGS = Path(__file__).parents[1] / "configs"
 PAPER_CONFIGS = ["paper-tldr.yaml", "paper-ultrafeedback.yaml"]

@@ -22,7 +22,7 @@ from iro.core.stats import (
     summarize,
     wilson_interval,
 )
-from iro.pipeline.reweight import effective_sample_size, reweight, softmax_weights
+from iro.valuefn.reweight import effective_sample_size, reweight, softmax_weights
 
 # modest and reproducible: no example database written into the checkout, no per-example deadline
 FAST = settings(max_examples=60, deadline=None, database=None)

@@ -12,12 +12,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from iro.valuefn.model import TokenValueModel
-from iro.valuefn.search import SearchSettings
 
 from iro.core.config import ConfigError, RayConfig, RunConfig, parse_config
 from iro.pipeline import sharding
 from iro.pipeline.execution import generate, score_rows
+from iro.valuefn.model import TokenValueModel
+from iro.valuefn.search import SearchSettings
 
 LENGTH = [{"type": "length_penalty", "options": {"target_words": 3, "per_word": 0.1}}]
 CHUNKED = SearchSettings(beams=2, children=2, chunk_tokens=2, max_new_tokens=6)

@@ -28,8 +28,6 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from iro.reward.base import RewardError
-from iro.reward.llm_judge import LLMJudgeReward
 
 import iro.core.endpoint as endpoint_module
 from iro.core.config import parse_config
@@ -38,6 +36,8 @@ from iro.core.engines.base import ContinuationRequest, SamplingSettings
 from iro.core.engines.openai_engine import OpenAIEngine
 from iro.core.errors import OutOfMemory, out_of_memory
 from iro.core.store import ArtifactStore
+from iro.reward.base import RewardError
+from iro.reward.llm_judge import LLMJudgeReward
 from tests.http_stub import StubServer, chat_completion, json_reply, stub_server
 
 REPO = Path(__file__).resolve().parents[1]

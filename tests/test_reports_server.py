@@ -8,10 +8,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
-from iro.reward.openai_client import MissingAPIKeyError
 
 from iro.core.config import JudgeConfig, ReportConfig
 from iro.reports.run import build_report
+from iro.reward.openai_client import MissingAPIKeyError
 from tests.report_helpers import make_run
 
 pytestmark = pytest.mark.slow
@@ -102,10 +102,11 @@ class RecordingServer(ThreadingHTTPServer):
 
 
 def test_flow_stops_on_a_missing_key_before_any_work(tmp_path, monkeypatch):
-    from iro.flows.report import winrate_report
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_HOME, PREFECT_LOCAL_STORAGE_PATH, temporary_settings
     from prefect.testing.utilities import prefect_test_harness
+
+    from iro.flows.report import winrate_report
 
     store = make_run(tmp_path / "store")
     key_env = "IRO_TEST_JUDGE_KEY_THAT_IS_NOT_SET"

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from iro.reward import (
     EmbeddingSimilarity,
     LengthPenalty,

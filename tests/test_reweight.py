@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iro.pipeline.reweight import effective_sample_size, reweight, softmax_weights
+from iro.valuefn.reweight import effective_sample_size, reweight, softmax_weights
 
 
 def candidates(rewards_per_prompt: dict[str, list[float]]) -> pd.DataFrame:

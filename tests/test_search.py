@@ -2,6 +2,9 @@ from collections.abc import Sequence
 
 import numpy as np
 import pytest
+
+from iro.core.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
+from iro.core.engines.hf_engine import HFEngine
 from iro.valuefn.search import (
     Candidate,
     SearchSettings,
@@ -10,9 +13,6 @@ from iro.valuefn.search import (
     select_diversity_first,
     select_top_w,
 )
-
-from iro.core.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
-from iro.core.engines.hf_engine import HFEngine
 
 
 def cands(*pairs: tuple[str, float]) -> list[Candidate]:

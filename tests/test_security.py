@@ -21,10 +21,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from iro.reward.base import RewardError
-from iro.reward.composite import WeightedSum
-from iro.reward.llm_judge import LLMJudgeReward
-from iro.reward.openai_client import ChatClient
 
 from iro.app import server
 from iro.app.cli import build_parser, main
@@ -40,6 +36,10 @@ from iro.core.config import (
 from iro.core.endpoint import Endpoint, EndpointError
 from iro.core.models import UnsafeModelError, resolve_model
 from iro.core.store import ArtifactError, ArtifactStore
+from iro.reward.base import RewardError
+from iro.reward.composite import WeightedSum
+from iro.reward.llm_judge import LLMJudgeReward
+from iro.reward.openai_client import ChatClient
 from tests.http_stub import json_reply, stub_server
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,12 +9,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+
+from iro.pipeline.value_training import train_value
 from iro.valuefn.encoding import encode_pair
 from iro.valuefn.model import TokenValueModel
+from iro.valuefn.targets import regression_targets
 from iro.valuefn.td import lambda_returns
-from iro.valuefn.training import ValueCollator, regression_targets, state_values
-
-from iro.pipeline.value_training import ROUND_DONE, train_value
+from iro.valuefn.td_rounds import ROUND_DONE
+from iro.valuefn.training import ValueCollator, state_values
 from tests.conftest import tiny_value_config
 
 # V_target at states 0..3 of a 3-token response; the last is never read (the final state is R)

@@ -1,6 +1,8 @@
 import numpy as np
 import pytest
 import torch
+from transformers import AutoModelForCausalLM
+
 from iro.reward.base import Reward
 from iro.valuefn.model import TokenValueModel
 from iro.valuefn.scoring import ValueEnsemble
@@ -13,7 +15,6 @@ from iro.valuefn.token_guidance import (
     decode_batch,
     step_distribution,
 )
-from transformers import AutoModelForCausalLM
 
 HEADS = ["scalar", "vocabulary"]
 

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from iro.valuefn.diagnostics import prefix_quality, within_prompt_pairwise_accuracy
 
 

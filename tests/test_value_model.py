@@ -1,8 +1,14 @@
+import json
+import pickle
+
 import numpy as np
 import pytest
 import torch
+
 from iro.valuefn.encoding import encode_pair
-from iro.valuefn.model import ResponseKV, TokenValueModel
+from iro.valuefn.kv_cache import ResponseKV
+from iro.valuefn.model import TokenValueModel
+from iro.valuefn.residual import ResidualValueNetwork
 from iro.valuefn.scoring import ValueEnsemble
 from iro.valuefn.training import (
     ValueCollator,
@@ -162,7 +168,7 @@ def test_loss_ignores_masked_positions_and_averages_per_response():
 
 def test_truncated_trunk_and_save_load_roundtrip(tiny_lm, tiny_tokenizer, tmp_path):
     model = TokenValueModel.from_causal_lm(str(tiny_lm), num_layers=1)
-    assert model.config.num_hidden_layers == 1
+    assert model.config.text_config.num_hidden_layers == 1
     with pytest.raises(ValueError, match="num_layers"):
         TokenValueModel.from_causal_lm(str(tiny_lm), num_layers=5)
     ids = torch.tensor([tiny_tokenizer("the list of data").input_ids])
@@ -171,6 +177,76 @@ def test_truncated_trunk_and_save_load_roundtrip(tiny_lm, tiny_tokenizer, tmp_pa
     assert not list(tmp_path.glob("v/*.bin")) and (tmp_path / "v" / "model.safetensors").is_file()
     loaded = TokenValueModel.load(tmp_path / "v")
     torch.testing.assert_close(loaded(ids, torch.ones_like(ids)), before)
+
+
+def networks_with_random_heads(tiny_lm) -> dict[str, TokenValueModel | ResidualValueNetwork]:
+    """A value model and a residual, each with a random head and settings of its own."""
+    torch.manual_seed(0)
+    value = TokenValueModel.from_causal_lm(str(tiny_lm), 1, head="vocabulary")
+    value.target_mean, value.target_scale, value.prior = 0.25, 3.0, "reward"
+    residual = ResidualValueNetwork.from_causal_lm(str(tiny_lm), 1, "log_probs")
+    for head in (value.value_head.weight, residual.head.weight):
+        torch.nn.init.normal_(head)
+    return {"value": value.eval(), "residual": residual.eval()}
+
+
+def older_layout(model: TokenValueModel | ResidualValueNetwork, directory, tokenizer, meta: dict):
+    """`model` saved as before its config held the head's settings: config.json the trunk's
+    own, the settings in `meta` in a JSON file beside it."""
+    model.save(directory, tokenizer)
+    model.config.text_config.save_pretrained(directory)
+    (directory / model.legacy_meta).write_text(json.dumps(meta))
+    return directory
+
+
+@pytest.mark.parametrize("kind", ["value", "residual"])
+def test_save_pretrained_round_trips_without_pickles(
+    tiny_lm, tiny_tokenizer, tmp_path, monkeypatch, kind
+):
+    model = networks_with_random_heads(tiny_lm)[kind]
+    model.save_pretrained(tmp_path / kind)
+    saved = sorted(p.name for p in (tmp_path / kind).iterdir())
+    assert saved == ["config.json", "model.safetensors"]
+
+    def no_pickle(*args, **kwargs):
+        raise AssertionError("unpickling called")
+
+    monkeypatch.setattr(torch, "load", no_pickle)
+    monkeypatch.setattr(pickle, "load", no_pickle)
+    monkeypatch.setattr(pickle, "loads", no_pickle)
+    loaded = type(model).load(tmp_path / kind)
+    ids = torch.tensor([tiny_tokenizer("the list of data").input_ids])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids, torch.ones_like(ids)), model(ids, torch.ones_like(ids)))
+    assert loaded.config.to_diff_dict() == model.config.to_diff_dict()  # what config.json holds
+    assert loaded.config.text_config._attn_implementation == "sdpa"  # packed training needs it
+
+
+@pytest.mark.parametrize("kind", ["value", "residual"])
+def test_a_directory_in_the_older_layout_still_loads(tiny_lm, tiny_tokenizer, tmp_path, kind):
+    model = networks_with_random_heads(tiny_lm)[kind]
+    meta = {"value": {"kind": "token_value_model", "head": "vocabulary", "target_mean": 0.25,
+                      "target_scale": 3.0, "prior": "reward"},
+            "residual": {"kind": "ivl_residual", "connection": "log_probs",
+                         "vocab_size": model.config.text_config.vocab_size}}  # fmt: skip
+    loaded = type(model).load(older_layout(model, tmp_path / kind, tiny_tokenizer, meta[kind]))
+    ids = torch.tensor([tiny_tokenizer("the list of data").input_ids])
+    with torch.no_grad():
+        assert torch.equal(loaded(ids, torch.ones_like(ids)), model(ids, torch.ones_like(ids)))
+    settings = {f: getattr(model.config, f) for f in model.legacy_fields}
+    assert {f: getattr(loaded.config, f) for f in model.legacy_fields} == settings
+
+
+def test_a_directory_that_is_no_saved_model_is_refused_by_name(tiny_lm, tmp_path):
+    with pytest.raises(
+        FileNotFoundError, match=rf"{tiny_lm} is not a saved value model: .*'llama'"
+    ):
+        TokenValueModel.load(tiny_lm)  # a causal LM, no value model
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(
+        FileNotFoundError, match=rf"{tmp_path} is not a saved residual .*safetensors"
+    ):
+        ResidualValueNetwork.load(tmp_path)
 
 
 def test_training_fits_rewards_and_ranks(tiny_lm, tiny_tokenizer, tmp_path):
@@ -295,7 +371,7 @@ def test_a_fresh_head_starts_at_the_targets_mean_and_keeps_it_when_saved(
 def test_advantage_targets_subtract_the_prompts_mean_reward():
     import pandas as pd
 
-    from iro.pipeline.value_training import value_rows
+    from iro.valuefn.targets import value_rows
 
     table = pd.DataFrame(
         {
@@ -349,7 +425,7 @@ def test_packed_training_in_bf16_fits_and_ranks(tiny_lm, tiny_tokenizer, tmp_pat
 def test_prefix_priors_read_the_reward_every_stride_tokens_and_at_the_end(tiny_tokenizer):
     import pandas as pd
 
-    from iro.pipeline.value_training import prefix_priors
+    from iro.valuefn.targets import prefix_priors
 
     table = pd.DataFrame(
         {"prompt": ["doc", "doc"], "response": ["one short sentence of the file", ""]}
@@ -408,6 +484,7 @@ def test_token_level_guidance_refuses_a_residual_value_model(tiny_lm, tiny_token
 
 def test_training_on_a_prior_standardises_the_residuals(tiny_lm, tiny_tokenizer, tmp_path):
     import datasets
+
     from iro.valuefn.training import standardise_targets
 
     model = TokenValueModel.from_causal_lm(str(tiny_lm))
@@ -459,6 +536,6 @@ def test_a_call_reads_only_what_the_last_calls_responses_did_not(
 def test_reading_past_a_sliding_window_is_refused(tiny_lm, tiny_tokenizer):
     model = TokenValueModel.from_causal_lm(str(tiny_lm)).eval()
     prompt, _ = model.prefill([tiny_tokenizer("the list of data").input_ids])
-    model.config.sliding_window = 5
+    model.config.text_config.sliding_window = 5
     with pytest.raises(ValueError, match=r"beyond the value trunk's sliding window \(5\)"):
         model.continue_responses([prompt], [ResponseKV.empty(prompt)], [[5, 6]])

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from iro.valuefn.residual import ResidualValueNetwork, guided_log_probs
 from iro.valuefn.residual_decoding import decode_with_residual, read_residual
 from iro.valuefn.token_guidance import TokenGuidanceSettings
 from iro.valuefn.vocab_map import VocabularyMap
-
 from tests.conftest import WORDS, make_causal_lm
 from tests.test_ivl import DEMOS, PROMPTS, load_lm, train_tiny_residual
 

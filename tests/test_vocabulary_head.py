@@ -4,10 +4,11 @@ import json
 
 import pytest
 import torch
-from iro.valuefn.model import VALUE_META, TokenValueModel
+from transformers import AutoModelForCausalLM
+
+from iro.valuefn.model import TokenValueModel
 from iro.valuefn.scoring import ValueEnsemble
 from iro.valuefn.token_guidance import GuidedPrompt, TokenGuidanceSettings, ValueShift, decode
-from transformers import AutoModelForCausalLM
 
 
 def vocabulary_model(tiny_lm):
@@ -46,7 +47,6 @@ def test_a_fresh_vocabulary_head_values_every_next_token_alike(tiny_lm, tiny_tok
 
 def test_a_trained_vocabulary_head_round_trips(tiny_lm, tiny_tokenizer, tmp_path):
     from iro.valuefn.training import ValueTrainingArguments, train_value_model
-
     from tests.test_value_model import rows
 
     torch.manual_seed(0)
@@ -62,7 +62,7 @@ def test_a_trained_vocabulary_head_round_trips(tiny_lm, tiny_tokenizer, tmp_path
     )  # fmt: skip
     train_value_model(model, tiny_tokenizer, examples, args)
     model.save(tmp_path / "v", tiny_tokenizer)
-    assert json.loads((tmp_path / "v" / VALUE_META).read_text())["head"] == "vocabulary"
+    assert json.loads((tmp_path / "v" / "config.json").read_text())["head"] == "vocabulary"
     loaded = TokenValueModel.load(tmp_path / "v")
     assert loaded.head == "vocabulary"
     assert (loaded.target_mean, loaded.target_scale) == (model.target_mean, model.target_scale)
@@ -74,11 +74,13 @@ def test_a_trained_vocabulary_head_round_trips(tiny_lm, tiny_tokenizer, tmp_path
 
 
 def test_a_value_model_saved_without_a_head_kind_loads_as_scalar(tiny_lm, tiny_tokenizer, tmp_path):
-    TokenValueModel.from_causal_lm(str(tiny_lm)).save(tmp_path / "v", tiny_tokenizer)
-    meta = json.loads((tmp_path / "v" / VALUE_META).read_text())
-    del meta["head"]
-    (tmp_path / "v" / VALUE_META).write_text(json.dumps(meta))
-    assert TokenValueModel.load(tmp_path / "v").head == "scalar"
+    from tests.test_value_model import older_layout
+
+    meta = {"kind": "token_value_model", "target_mean": 0.0, "target_scale": 1.0, "prior": None}
+    scalar = TokenValueModel.from_causal_lm(str(tiny_lm))
+    assert (
+        TokenValueModel.load(older_layout(scalar, tmp_path, tiny_tokenizer, meta)).head == "scalar"
+    )
     with pytest.raises(ValueError, match="value head must be one of"):
         TokenValueModel.from_causal_lm(str(tiny_lm), head="matrix")
 
@@ -89,8 +91,8 @@ def equal_scalar_and_vocabulary(tiny_lm):
     torch.manual_seed(5)
     scalar = TokenValueModel.from_causal_lm(str(tiny_lm), num_layers=0).eval()
     torch.nn.init.normal_(scalar.value_head.weight, std=1.0)
-    vocabulary = TokenValueModel(scalar.trunk, head="vocabulary").eval()
-    every_token = torch.arange(scalar.config.vocab_size)[:, None]
+    vocabulary = TokenValueModel.on_trunk(scalar.trunk, head="vocabulary").eval()
+    every_token = torch.arange(scalar.config.text_config.vocab_size)[:, None]
     with torch.no_grad():
         hidden = scalar.trunk(input_ids=every_token).last_hidden_state[:, 0]
         vocabulary.value_head.weight.zero_()

@@ -32,10 +32,10 @@ from typing import Any
 import datasets
 import pyarrow.parquet as pq
 import torch
-from iro.valuefn.model import LoraSpec, TokenValueModel
-from iro.valuefn.training import ValueTrainingArguments, train_value_model
 
 from iro.core.fsutil import atomic_write_json
+from iro.valuefn.model import LoraSpec, TokenValueModel
+from iro.valuefn.training import ValueTrainingArguments, train_value_model
 
 log = logging.getLogger(__name__)
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+
 from iro.valuefn.encoding import encode_pair, right_pad
 
 

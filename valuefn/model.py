@@ -17,8 +17,9 @@ even fit a constant cannot guide a search).
 With a prior ("reward"), the network is the residual on top of the run's reward read on the
 prefix; the model records that it needs one, and the scorer adds it (`valuefn.scoring`).
 
-Saved as a self-contained directory: config.json (the trunk's config), model.safetensors (trunk
-and head), the tokenizer, and value_model.json (the head's kind and its target statistics).
+Saved as a self-contained directory (`valuefn.trunk`): config.json (`TokenValueConfig`: the
+trunk's config, the head's kind, its target statistics and the prior), model.safetensors (trunk
+and head) and the tokenizer.
 
 Training may put LoRA adapters on the trunk (`add_lora`); they are merged into its weights
 (`merge_lora`) before it is saved, so a saved model never holds adapters and loads as any other.
@@ -26,191 +27,19 @@ Training may put LoRA adapters on the trunk (`add_lora`); they are merged into i
 
 from __future__ import annotations
 
-import copy
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from iro.valuefn.encoding import right_pad
-from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import initialization as init
 
-from iro.core.fsutil import atomic_write_json
+from iro.valuefn.encoding import right_pad
+from iro.valuefn.kv_cache import CachedRows, ResponseKV, batch_past, cached_forward
+from iro.valuefn.trunk import TrunkConfig, TrunkModel, config_setting, pretrained_trunk
 
-VALUE_META = "value_model.json"
-WEIGHTS = "model.safetensors"
 HEADS = ("scalar", "vocabulary")
-
-
-def left_pad(rows: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Token ids padded on the left with `pad` (so every row ends at the last column), and mask."""
-    tensors = [torch.tensor(list(r), dtype=torch.long) for r in rows]
-    pad_rows = torch.nn.utils.rnn.pad_sequence
-    ids = pad_rows(tensors, batch_first=True, padding_value=pad, padding_side="left")
-    mask = pad_rows([torch.ones_like(t) for t in tensors], batch_first=True, padding_side="left")
-    return ids, mask
-
-
-def load_trunk(directory: Path, meta_name: str, kind: str) -> tuple[nn.Module, dict]:
-    """A saved model's trunk, built from its config.json (weights not loaded yet), and its
-    metadata file; nothing is unpickled and no remote code runs. The weights are left
-    uninitialised: the caller loads every one of them (random init took ~1 s a value model)."""
-    from transformers import AutoConfig, AutoModel
-    from transformers.initialization import no_init_weights
-
-    directory = Path(directory)
-    meta_path = directory / meta_name
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{directory} is not a saved {kind} (no {meta_name})")
-    meta = json.loads(meta_path.read_text())
-    with no_init_weights():
-        trunk = AutoModel.from_config(AutoConfig.from_pretrained(directory))
-    return trunk, meta
-
-
-def cached_forward(module: nn.Module, ids: torch.Tensor, mask: torch.Tensor, kv=None, **kwargs):
-    """`module` on `ids` after the tokens in `kv`; `mask` covers cached and new tokens; `kwargs`
-    go to the module (a causal LM that only reads its last position: `logits_to_keep=1`).
-
-    Positions count real tokens only (cumsum of the mask), so a left-padded row is read at the
-    positions it has alone and its outputs do not depend on the rest of the batch. Inputs move to
-    the module's device.
-    """
-    device = next(module.parameters()).device
-    ids, mask = ids.to(device), mask.to(device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, -ids.shape[1] :]
-    return module(
-        input_ids=ids,
-        attention_mask=mask,
-        position_ids=positions,
-        past_key_values=kv,
-        use_cache=True,
-        **kwargs,
-    )
-
-
-Output = Callable[[object], torch.Tensor]  # a model output -> what the next step reads (per row)
-
-
-@dataclass
-class CachedRows:
-    """Left-padded rows of tokens read by a causal model: its KV cache, the attention mask of the
-    cached tokens, and `last`, the output at each row's last token that the next step reads (the
-    policy's logits; the value trunk's hidden state, which the vocabulary head values a next
-    token from)."""
-
-    kv: object
-    mask: torch.Tensor  # (rows, cached tokens), 1 for a real token
-    last: torch.Tensor  # (rows, ...)
-
-    @classmethod
-    def read(
-        cls, module: nn.Module, rows: Sequence[Sequence[int]], pad: int, last: Output, **kwargs
-    ) -> tuple[CachedRows, object]:
-        """Read token rows once (left-padded): the cached rows, and the model output (`kwargs`
-        go to the module, as in `cached_forward`)."""
-        ids, mask = left_pad(rows, pad)
-        out = cached_forward(module, ids, mask, **kwargs)
-        return cls(out.past_key_values, mask, last(out)), out
-
-    def advanced(
-        self, module: nn.Module, token_ids: torch.Tensor, last: Output, **kwargs
-    ) -> CachedRows:
-        """Append one token per row; the KV cache grows in place."""
-        mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
-        out = cached_forward(module, token_ids[:, None], mask, self.kv, **kwargs)
-        return CachedRows(out.past_key_values, mask, last(out))
-
-    def select(self, rows: torch.Tensor) -> CachedRows:
-        """Keep only `rows` (finished responses leave the batch); the KV cache shrinks in place."""
-        self.kv.batch_select_indices(rows)
-        return CachedRows(self.kv, self.mask[rows], self.last[rows])
-
-    def repeated(self, n: int) -> CachedRows:
-        """A copy with each row repeated n times in a row (rows continued by n candidates each)."""
-        kv = copy.deepcopy(self.kv)
-        kv.batch_repeat_interleave(n)
-        return CachedRows(kv, self.mask.repeat_interleave(n, 0), self.last.repeat_interleave(n, 0))
-
-
-@dataclass
-class ResponseKV:
-    """One response read after its cached prompt: the trunk's keys and values at each response
-    token (per layer, (kv_heads, tokens, head_dim)) and its output there (tokens, hidden).
-
-    A longer response that starts with these tokens reads only its own new tokens on top of them
-    (`TokenValueModel.continue_responses`): the states at a token depend only on the tokens
-    before it.
-    """
-
-    keys: tuple[torch.Tensor, ...]
-    values: tuple[torch.Tensor, ...]
-    hidden: torch.Tensor
-
-    @classmethod
-    def empty(cls, prompt: CachedRows) -> ResponseKV:
-        """No response tokens yet: a response read from its prompt's first token on."""
-        layers = prompt.kv.layers
-        return cls(
-            tuple(layer.keys[0, :, :0] for layer in layers),
-            tuple(layer.values[0, :, :0] for layer in layers),
-            prompt.last[0, None][:0],
-        )
-
-    def __len__(self) -> int:
-        return self.hidden.shape[0]
-
-    def head(self, tokens: int) -> ResponseKV:
-        """The states of the first `tokens` response tokens."""
-        return ResponseKV(
-            tuple(k[:, :tokens] for k in self.keys),
-            tuple(v[:, :tokens] for v in self.values),
-            self.hidden[:tokens],
-        )
-
-    def followed_by(self, kv, row: int, columns: slice, hidden: torch.Tensor) -> ResponseKV:
-        """These states, then row `row`'s `columns` of a batch's cache `kv` and their outputs
-        `hidden` (tokens, hidden)."""
-        layers = list(zip(self.keys, self.values, kv.layers, strict=True))
-        return ResponseKV(
-            tuple(torch.cat([k, x.keys[row, :, columns]], 1) for k, _, x in layers),
-            tuple(torch.cat([v, x.values[row, :, columns]], 1) for _, v, x in layers),
-            torch.cat([self.hidden.to(hidden.dtype), hidden]),
-        )
-
-    def nbytes(self) -> int:
-        tensors = (*self.keys, *self.values, self.hidden)
-        return sum(t.numel() * t.element_size() for t in tensors)
-
-
-def _batch_past(prompts: Sequence[CachedRows], reused: Sequence[ResponseKV], width: int):
-    """One cache for a batch of rows: each row's prompt states then its reused response states,
-    right-padded to `width` tokens."""
-    from transformers import DynamicCache
-
-    rows = list(zip(prompts, reused, strict=True))
-    layers = []
-    for n in range(len(prompts[0].kv.layers)):
-        keys = _padded_pasts([(p.kv.layers[n].keys[0], r.keys[n]) for p, r in rows], width)
-        values = _padded_pasts([(p.kv.layers[n].values[0], r.values[n]) for p, r in rows], width)
-        layers.append((keys, values))
-    return DynamicCache(ddp_cache_data=layers)
-
-
-def _padded_pasts(rows: Sequence[Sequence[torch.Tensor]], width: int) -> torch.Tensor:
-    """A layer's keys (or values) for a batch: each row's pieces (h, tokens, d) one after the
-    other, right-padded with zeros to `width` tokens."""
-    first = rows[0][0]
-    out = first.new_zeros(len(rows), first.shape[0], width, first.shape[2])
-    for i, pieces in enumerate(rows):
-        start = 0
-        for piece in pieces:
-            out[i, :, start : start + piece.shape[1]] = piece
-            start += piece.shape[1]
-    return out
 
 
 def _last_hidden(out) -> torch.Tensor:
@@ -254,25 +83,57 @@ def _unmatched_targets(linear: Sequence[str], targets: Sequence[str]) -> list[st
     return [t for t in targets if not any(n == t or n.endswith(f".{t}") for n in linear)]
 
 
-class TokenValueModel(nn.Module):
-    def __init__(self, trunk: nn.Module, head: str = "scalar"):
-        super().__init__()
-        if head not in HEADS:
-            raise ValueError(f"value head must be one of {HEADS}, got {head!r}")
-        self.trunk = trunk
-        self.config = trunk.config
-        self.head = head
-        hidden = trunk.config.hidden_size
-        self.value_head = nn.Linear(hidden, 1 if head == "scalar" else trunk.config.vocab_size)
-        # Every vocabulary row starts as the same scalar-style head: a fresh V(s∘a) is the scalar
-        # head's V(s) for every a (standardised, near 0), so fresh guidance shifts nothing.
-        row = nn.init.normal_(torch.empty(1, hidden), std=1.0 / (hidden + 1))
-        with torch.no_grad():
-            self.value_head.weight.copy_(row.expand_as(self.value_head.weight))
-        nn.init.zeros_(self.value_head.bias)
-        self.target_mean = 0.0
-        self.target_scale = 1.0
-        self.prior: str | None = None  # "reward": values are residuals on the reward of the prefix
+class TokenValueConfig(TrunkConfig):
+    """What a value model is besides its weights: the trunk's config, the head's kind, the
+    training targets' mean and spread, and its prior ("reward": values are residuals on the
+    reward of the prefix; None: plain values)."""
+
+    model_type = "iro_token_value"
+
+    head: str = "scalar"
+    target_mean: float = 0.0
+    target_scale: float = 1.0
+    prior: str | None = None
+
+    def __post_init__(self, **kwargs) -> None:
+        if self.head not in HEADS:
+            raise ValueError(f"value head must be one of {HEADS}, got {self.head!r}")
+        super().__post_init__(**kwargs)
+
+
+class TokenValueModel(TrunkModel):
+    config_class = TokenValueConfig
+    saved_as = "value model"
+    legacy_meta = "value_model.json"
+    legacy_fields = ("head", "target_mean", "target_scale", "prior")
+
+    def __init__(self, config: TokenValueConfig, trunk: nn.Module | None = None):
+        super().__init__(config, trunk)
+        trunk_config = self.config.text_config
+        outputs = 1 if config.head == "scalar" else trunk_config.vocab_size
+        self.value_head = nn.Linear(trunk_config.hidden_size, outputs)
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Only the head is this model's own (the trunk initialises itself). Every vocabulary
+        row starts as the same scalar-style head: a fresh V(s∘a) is the scalar head's V(s) for
+        every a (standardised, near 0), so fresh guidance shifts nothing."""
+        if module is self.value_head:
+            hidden = module.in_features
+            row = init.normal_(torch.empty(1, hidden), std=1.0 / (hidden + 1))
+            init.copy_(module.weight, row.expand_as(module.weight))
+            init.zeros_(module.bias)
+
+    @classmethod
+    def on_trunk(cls, trunk: nn.Module, head: str = "scalar") -> TokenValueModel:
+        """A fresh `head` on `trunk`, whose weights are kept."""
+        return cls(TokenValueConfig(text_config=trunk.config, head=head), trunk)
+
+    head = config_setting("head", writable=False)
+    target_mean = config_setting("target_mean")
+    target_scale = config_setting("target_scale")
+    prior = config_setting("prior")
 
     def add_lora(self, spec: LoraSpec) -> None:
         """Wrap the trunk's target layers in LoRA adapters and freeze the rest of the trunk; the
@@ -357,7 +218,7 @@ class TokenValueModel(nn.Module):
         target_mean + target_scale * bias[token] (training never reads it: states start at the
         last prompt token).
         """
-        if attention_mask.ndim == 4 and self.config._attn_implementation != "sdpa":
+        if attention_mask.ndim == 4 and self.config.text_config._attn_implementation != "sdpa":
             raise ValueError("a boolean (batch, 1, seq, seq) attention mask needs sdpa attention")
         hidden = self.trunk(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
@@ -415,7 +276,7 @@ class TokenValueModel(nn.Module):
             raise ValueError("every continued response needs at least one new token")
         past_lengths = [p.mask.shape[1] + len(r) for p, r in zip(prompts, reused, strict=True)]
         width = max(past_lengths)
-        window = getattr(self.config, "sliding_window", None)
+        window = getattr(self.config.text_config, "sliding_window", None)
         longest = width + max(map(len, new_ids))
         if window and longest > window:
             # padded rows place tokens further apart than their positions; within one window
@@ -425,7 +286,7 @@ class TokenValueModel(nn.Module):
                 f"tokens, beyond the value trunk's sliding window ({window}): lower "
                 "value.max_length below half the window"
             )
-        kv = _batch_past(prompts, reused, width)
+        kv = batch_past(prompts, reused, width)
         past_mask = (torch.arange(width) < torch.tensor(past_lengths)[:, None]).long()
         ids, new_mask = right_pad(new_ids, pad)
         hidden = cached_forward(
@@ -469,50 +330,4 @@ class TokenValueModel(nn.Module):
         head: str = "scalar",
     ) -> TokenValueModel:
         """A fresh value head on the (optionally truncated) trunk of a causal LM checkpoint."""
-        from transformers import AutoConfig, AutoModel
-
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        if num_layers is not None:
-            if num_layers > config.num_hidden_layers:
-                raise ValueError(
-                    f"value.num_layers = {num_layers} but {path} has {config.num_hidden_layers}"
-                )
-            config.num_hidden_layers = num_layers
-            if getattr(config, "layer_types", None):
-                config.layer_types = config.layer_types[:num_layers]
-        trunk = AutoModel.from_pretrained(
-            path,
-            config=config,
-            dtype=torch.float32,
-            trust_remote_code=trust_remote_code,
-            use_safetensors=True,  # never unpickle weights
-        )
-        return cls(trunk, head)
-
-    def save(self, directory: Path, tokenizer) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.config.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, directory / WEIGHTS)
-        atomic_write_json(
-            directory / VALUE_META,
-            {
-                "kind": "token_value_model",
-                "head": self.head,
-                "hidden_size": self.config.hidden_size,
-                "target_mean": self.target_mean,
-                "target_scale": self.target_scale,
-                "prior": self.prior,
-            },
-        )
-
-    @classmethod
-    def load(cls, directory: Path) -> TokenValueModel:
-        trunk, meta = load_trunk(directory, VALUE_META, "value model")
-        model = cls(trunk, meta.get("head", "scalar"))  # files from before heads: scalar
-        model.load_state_dict(load_file(Path(directory) / WEIGHTS))
-        model.target_mean = float(meta.get("target_mean", 0.0))
-        model.target_scale = float(meta.get("target_scale", 1.0))
-        model.prior = meta.get("prior")
-        return model
+        return cls.on_trunk(pretrained_trunk(path, num_layers, trust_remote_code), head)

@@ -11,28 +11,25 @@ distribution exactly. A learned scale on the backbone's own LM head would start 
 too, but would then grow the residual along the pretrained distribution (sharpening the base)
 and only as fast as one scalar moves; a zero head lets every vocabulary entry move at once.
 
-Saved as a self-contained directory: config.json (the trunk's config), model.safetensors (trunk
-and head), the tokenizer, and residual_model.json (connection, vocabulary size).
+Saved as a self-contained directory (`valuefn.trunk`): config.json (`ResidualConfig`: the trunk's
+config, the connection and the head's vocabulary size), model.safetensors (trunk and head) and
+the tokenizer.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Literal, get_args
 
 import torch
-from iro.valuefn.model import TokenValueModel, load_trunk
-from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import initialization as init
 
-from iro.core.fsutil import atomic_write_json
+from iro.valuefn.trunk import TrunkConfig, TrunkModel, config_setting, pretrained_trunk
 
 if TYPE_CHECKING:
     from iro.valuefn.vocab_map import VocabularyMap
 
 Connection = Literal["logits", "log_probs"]
-RESIDUAL_META = "residual_model.json"
-WEIGHTS = "model.safetensors"
 
 
 def residual_delta(residual_logits: torch.Tensor, connection: Connection) -> torch.Tensor:
@@ -80,18 +77,44 @@ def guided_log_probs(
     return torch.log_softmax(base_logits.float() + delta, dim=-1)
 
 
-class ResidualValueNetwork(nn.Module):
-    def __init__(self, trunk: nn.Module, connection: Connection, vocab_size: int | None = None):
-        super().__init__()
-        if connection not in get_args(Connection):
-            raise ValueError(f"unknown residual connection {connection!r}")
-        self.trunk = trunk
-        self.config = trunk.config
-        self.connection: Connection = connection
-        self.head = nn.Linear(
-            trunk.config.hidden_size, vocab_size or trunk.config.vocab_size, bias=False
-        )
-        nn.init.zeros_(self.head.weight)  # r = 0: the untrained residual changes nothing
+class ResidualConfig(TrunkConfig):
+    """What a residual network is besides its weights: the trunk's config, how its output
+    corrects the base (`connection`) and the size of the vocabulary it covers (its trunk's own
+    unless told)."""
+
+    model_type = "iro_ivl_residual"
+
+    connection: str = "logits"
+    vocab_size: int | None = None
+
+    def __post_init__(self, **kwargs) -> None:
+        if self.connection not in get_args(Connection):
+            raise ValueError(f"unknown residual connection {self.connection!r}")
+        super().__post_init__(**kwargs)
+        if self.vocab_size is None and self.text_config is not None:
+            self.vocab_size = self.text_config.vocab_size
+
+
+class ResidualValueNetwork(TrunkModel):
+    config_class = ResidualConfig
+    saved_as = "residual"
+    legacy_meta = "residual_model.json"
+    legacy_fields = ("connection", "vocab_size")
+
+    def __init__(self, config: ResidualConfig, trunk: nn.Module | None = None):
+        super().__init__(config, trunk)
+        hidden = self.config.text_config.hidden_size
+        self.head = nn.Linear(hidden, config.vocab_size, bias=False)
+        self.post_init()
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        """Only the head is this model's own (the trunk initialises itself): r = 0, so the
+        untrained residual changes nothing."""
+        if module is self.head:
+            init.zeros_(module.weight)
+
+    connection = config_setting("connection", writable=False)
 
     @property
     def vocab_size(self) -> int:
@@ -136,36 +159,7 @@ class ResidualValueNetwork(nn.Module):
         connection: Connection = "logits",
         trust_remote_code: bool = False,
     ) -> ResidualValueNetwork:
-        """A zero head on the (optionally truncated) trunk of a causal-LM checkpoint.
-
-        The trunk is loaded as a value model's is (first `num_layers` layers, float32,
-        safetensors only); its scalar value head is dropped.
-        """
-        trunk = TokenValueModel.from_causal_lm(path, num_layers, trust_remote_code).trunk
-        return cls(trunk, connection)
-
-    def save(self, directory: Path, tokenizer) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        self.config.save_pretrained(directory)
-        tokenizer.save_pretrained(directory)
-        state = {k: v.detach().contiguous() for k, v in self.state_dict().items()}
-        save_file(state, directory / WEIGHTS)
-        atomic_write_json(
-            directory / RESIDUAL_META,
-            {
-                "kind": "ivl_residual",
-                "connection": self.connection,
-                "vocab_size": self.vocab_size,
-                "hidden_size": self.config.hidden_size,
-                "num_layers": self.config.num_hidden_layers,
-            },
-        )
-
-    @classmethod
-    def load(cls, directory: Path) -> ResidualValueNetwork:
-        """Rebuild from config + safetensors; nothing is unpickled, no remote code runs."""
-        trunk, meta = load_trunk(directory, RESIDUAL_META, "residual")
-        model = cls(trunk, meta["connection"], int(meta["vocab_size"]))
-        model.load_state_dict(load_file(Path(directory) / WEIGHTS))
-        return model.eval()
+        """A zero head on the (optionally truncated) trunk of a causal-LM checkpoint, loaded as
+        a value model's is (first `num_layers` layers, float32, safetensors only)."""
+        trunk = pretrained_trunk(path, num_layers, trust_remote_code)
+        return cls(ResidualConfig(text_config=trunk.config, connection=connection), trunk)

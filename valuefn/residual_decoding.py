@@ -37,7 +37,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from iro.valuefn.model import left_pad as pad_left
+
+from iro.valuefn.kv_cache import left_pad as pad_left
 from iro.valuefn.residual import ResidualValueNetwork, guided_log_probs
 from iro.valuefn.token_guidance import TokenGuidanceSettings, decoding_threads
 from iro.valuefn.vocab_map import VocabularyMap

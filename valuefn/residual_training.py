@@ -26,10 +26,11 @@ from typing import Any, NamedTuple
 import datasets
 import numpy as np
 import torch
-from iro.valuefn.encoding import encode_pair, right_pad
-from iro.valuefn.residual import Connection, ResidualValueNetwork, guided_log_probs, residual_delta
 from transformers import PrinterCallback, Trainer
 from trl import SFTConfig
+
+from iro.valuefn.encoding import encode_pair, right_pad
+from iro.valuefn.residual import Connection, ResidualValueNetwork, guided_log_probs, residual_delta
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,10 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
+
 from iro.valuefn.encoding import encode_pair, right_pad
-from iro.valuefn.model import CachedRows, ResponseKV, TokenValueModel
+from iro.valuefn.kv_cache import CachedRows, ResponseKV
+from iro.valuefn.model import TokenValueModel
 
 # (prompt texts, response texts) -> the run's reward of each (possibly partial) response
 Prior = Callable[[Sequence[str], Sequence[str]], np.ndarray]

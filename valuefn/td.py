@@ -1,8 +1,16 @@
-"""TD(lambda) value targets, as Value Augmented Sampling trains its value function."""
+"""TD(lambda) value targets, as Value Augmented Sampling trains its value function.
+
+`lambda_returns` is the math for one response; `td_rows` puts the returns of every response on
+the training rows as per-state targets, which `valuefn.training` regresses to instead of the
+reward (training in rounds against a target network: `valuefn.td_rounds`).
+"""
 
 from __future__ import annotations
 
+import datasets
 import numpy as np
+
+from iro.valuefn.rows import STATE_TARGETS
 
 
 def lambda_returns(
@@ -36,3 +44,19 @@ def lambda_returns(
     weights = np.where(k > t, kept ** np.maximum(k - t - 1, 0), 0.0)
     tail = kept ** (final - t[:, 0])
     return discount * (1 - trace_decay) * (weights @ bootstrap) + tail * reward
+
+
+def td_rows(
+    rows: datasets.Dataset, values: list[list[np.ndarray]], trace_decay: float, discount: float
+) -> datasets.Dataset:
+    """`rows` with `state_targets`: each response's lambda-returns from the target network's
+    `values` at its states (`valuefn.training.state_values`) and its reward (`targets`) at the
+    end."""
+    returns = [
+        [
+            lambda_returns(v, reward, trace_decay, discount).tolist()
+            for v, reward in zip(row_values, rewards, strict=True)
+        ]
+        for row_values, rewards in zip(values, rows["targets"], strict=True)
+    ]
+    return rows.add_column(STATE_TARGETS, returns)

@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import torch
+
 from iro.reward.base import Reward
-from iro.valuefn.model import CachedRows
+from iro.valuefn.kv_cache import CachedRows
 from iro.valuefn.scoring import ValueEnsemble
 
 

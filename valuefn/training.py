@@ -1,9 +1,10 @@
-"""Monte-Carlo value regression: V(x, y<t) -> r(x, y) at every response position t.
+"""Value regression: V(x, y<t) -> its target at every response position t, and its trainer.
 
-With a prior (the run's reward read on the prefix, `prior_values` at `prior_states`), the network
-regresses the residual r(x, y) - prior(x, y<t) at those states only: the states where the prior is
-known. With `state_targets` (TD(lambda)-returns, `valuefn.td`), each state regresses to its own
-target instead of r(x, y).
+What each state regresses to is read off the row (`valuefn.targets`): the response's reward or
+advantage; with a prior (the run's reward read on the prefix) the residual r(x, y) - prior(x, y<t)
+at the states where the prior is known; or per-state TD(lambda)-returns (`valuefn.td`). The loss
+runs in standardised units (`standardise_targets`), so a learning rate means the same for any
+reward's range.
 
 Built on TRL's trainer machinery: `ValueTrainingArguments` extends TRL's `RewardConfig` (its
 defaults: dropout disabled, no external loggers, `max_length`), and `ValueTrainer` is a
@@ -28,51 +29,16 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from iro.valuefn.encoding import encode_group
-from iro.valuefn.model import LoraSpec, TokenValueModel
 from torch import nn
 from transformers import PrinterCallback, Trainer
 from trl import RewardConfig
 
+from iro.valuefn.encoding import encode_group
+from iro.valuefn.model import LoraSpec, TokenValueModel
+from iro.valuefn.rows import COLUMNS
+from iro.valuefn.targets import regression_targets, state_regression
+
 log = logging.getLogger(__name__)
-
-# One row of a value-training set: a prompt and the candidate responses that continue it, each
-# with the target it regresses to and its loss weight (lists of equal length).
-COLUMNS = ("prompt", "responses", "ended", "targets", "weights")
-# Optional, per response: the states t (response tokens read) where a prior is known, and its
-# values there. Without them (or with empty lists) every state regresses to the target.
-PRIOR_COLUMNS = ("prior_states", "prior_values")
-# Optional, per response: its own target at every state t = 0..T (T = its tokens, EOS included),
-# regressed to instead of `targets` (which stays the response's reward). Not with a prior.
-STATE_TARGETS = "state_targets"
-
-
-def _per_response(row: dict[str, Any], column: str) -> list[list[Any]]:
-    return row.get(column) or [[] for _ in row["responses"]]
-
-
-def _regression(
-    row: dict[str, Any], j: int, length: int | None = None
-) -> tuple[list[int] | None, list[float]]:
-    """Response j's states that regress (None: all of them) and its target at each (one value
-    for all when the states are None); `length`: its tokens, to check per-state targets against.
-    """
-    per_state = _per_response(row, STATE_TARGETS)[j]
-    states, priors = (_per_response(row, c)[j] for c in PRIOR_COLUMNS)
-    if per_state and states:
-        raise ValueError("a response has both per-state targets and a prior")
-    if per_state:
-        if length is not None and len(per_state) != length + 1:
-            raise ValueError(
-                f"{len(per_state)} per-state targets for a response of {length} tokens "
-                f"(states 0..{length})"
-            )
-        return list(range(len(per_state))), list(per_state)
-    target = float(row["targets"][j])
-    if states:
-        return list(states), [target - p for p in priors]
-    return None, [target]
-
 
 # the trainer's checkpoint directories inside its output_dir; it writes trainer_state.json last
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -143,7 +109,7 @@ class ValueCollator:
             empty = len(g.prompt_ids) - 1  # every response's state 0: the last prompt token
             start = empty  # state t > 0 of response j, after its t-th token: at start + t
             for j, response in enumerate(g.response_ids):
-                states, values = _regression(row, j, len(response))
+                states, values = state_regression(row, j, len(response))
                 index = [start + t if t else empty for t in states or range(len(response) + 1)]
                 value_mask[b, j, index] = True
                 targets[b, j, index] = torch.tensor(values, dtype=torch.float32)
@@ -199,19 +165,6 @@ class ValueTrainer(Trainer):
             values / scale, inputs["targets"] / scale, inputs["value_mask"], inputs["weights"]
         )
         return (loss, values) if return_outputs else loss
-
-
-def regression_targets(rows: datasets.Dataset) -> tuple[np.ndarray, np.ndarray]:
-    """What the network regresses to, with weights as the loss counts them: per response its
-    target, or its per-state targets, or with a prior the residuals target - prior at its states;
-    a response's weight is shared by its values."""
-    targets, weights = [], []
-    for row in rows:
-        for j, weight in enumerate(row["weights"]):
-            values = _regression(row, j)[1]
-            targets += values
-            weights += [weight / len(values)] * len(values)
-    return np.asarray(targets, dtype=float), np.asarray(weights, dtype=float)
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ from typing import Any
 
 from iro.app import server
 from iro.app.environment import prepare_environment
-from iro.app.plan import GPUS, build_plan, format_plan
+from iro.app.plan_text import format_plan
 from iro.core.compat import IncompatibleValueModelError, check_run_inputs
 from iro.core.config import (
     ConfigError,
@@ -36,8 +36,10 @@ from iro.core.endpoint import EndpointError
 from iro.core.errors import OutOfMemory
 from iro.core.methods import METHODS
 from iro.core.models import ModelNotFoundError
-from iro.core.remote_store import GC_MIN_AGE_HOURS, RemoteArtifactStore, Store, open_store
+from iro.core.remote_store import GC_MIN_AGE_HOURS, RemoteArtifactStore, open_store
 from iro.core.store import ArtifactError
+from iro.core.store_protocol import Store
+from iro.pipeline.plan import GPUS, build_plan
 from iro.reports.run import ReportError
 from iro.reward.base import RewardError
 from iro.reward.openai_client import MissingAPIKeyError
@@ -64,22 +66,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     """`iro run` (IRO), `iro vas` (VAS's settings on the same stages), `iro ivl` (IVL's residual
-    from demonstrations): the whole pipeline of the method, with its evaluation."""
-    from iro.pipeline.methods import VAS_RUN_SETTINGS
+    from demonstrations): the whole pipeline of the method, with its evaluation. The config is
+    parsed and checked here, once; the flow receives it validated."""
+    from iro.pipeline.methods import method_run_config
 
-    overrides = _overrides(args.set)
-    method_settings = VAS_RUN_SETTINGS if args.command == "vas" else {}
-    cfg = load_config(args.config, {**method_settings, **overrides})  # fail fast
+    cfg = method_run_config(args.config, None, _overrides(args.set), args.command)
     check_run_inputs(cfg, 0 if args.command == "ivl" else cfg.iterations, cfg.eval.enabled)
     server.check_api_from_environment()
     prepare_environment()
-    from iro.flows.ivl import ivl_pipeline
-    from iro.flows.pipeline import iro_pipeline
-    from iro.flows.vas import vas_pipeline
+    from iro.flows.ivl import run_ivl
+    from iro.flows.pipeline import run_pipeline
     from iro.pipeline.evaluation import EvalRow, format_table
 
-    flow = {"run": iro_pipeline, "vas": vas_pipeline, "ivl": ivl_pipeline}[args.command]
-    result = flow(config=args.config, overrides=overrides)
+    result = (run_ivl if args.command == "ivl" else run_pipeline)(cfg)
     rows = [EvalRow(**row) for row in result["evaluation"]]
     if rows:
         print("\nHeld-out evaluation (win rate = reward above the reference summary's):")
@@ -89,14 +88,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_iteration(args: argparse.Namespace) -> int:
-    check_run_inputs(load_config(args.config, _overrides(args.set)), args.iteration, False)
+    cfg = load_config(args.config, _overrides(args.set))
+    check_run_inputs(cfg, args.iteration, False)
     server.check_api_from_environment()
     prepare_environment()
-    from iro.flows.iteration import iro_iteration
+    from iro.flows.iteration import run_iteration
 
-    summary = iro_iteration(
-        config=args.config, iteration=args.iteration, overrides=_overrides(args.set)
-    )
+    summary = run_iteration(cfg, args.iteration)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -2,12 +2,14 @@
 work starts, its models and prompts (`check_run_inputs`).
 
 A value model directory (`<store>/value/<id>/value_model/`, written by `valuefn.model`) holds
-value_model.json, the trunk's config.json and its tokenizer; the artifact's manifest.json one level
-up records the config slice that trained it (value.backbone, value.num_layers, ...). A value model
-copied from another run, or named by hand, may have been trained on another backbone or read text
-with another tokenizer: its scores would then mean nothing to this run, and continuing to train it
-(value.init_from_previous) would mix two models. `check_value_models` says so before any of it is
-loaded, naming the directory, what differs and how to fix it.
+config.json (model_type iro_token_value: the trunk's config under text_config, beside the head's
+settings; in the older layout the trunk's own config.json and value_model.json) and its
+tokenizer; the artifact's manifest.json one level up records the config slice that trained it
+(value.backbone, value.num_layers, ...). A value model copied from another run, or named by hand,
+may have been trained on another backbone or read text with another tokenizer: its scores would
+then mean nothing to this run, and continuing to train it (value.init_from_previous) would mix
+two models. `check_value_models` says so before any of it is loaded, naming the directory, what
+differs and how to fix it.
 
 The value-model checks read only files (no torch, no transformers), so they are cheap; callers are the guided search and `iro decode` (all value models of one policy) and value
 training (the model V_k starts from).
@@ -26,7 +28,8 @@ from iro.core.config import RunConfig
 from iro.core.data import check_prompt_counts
 from iro.core.models import check_model_reference
 
-VALUE_META = "value_model.json"  # valuefn.model.VALUE_META
+VALUE_MODEL_TYPE = "iro_token_value"  # valuefn.model.TokenValueConfig.model_type
+LEGACY_META = "value_model.json"  # valuefn.model.TokenValueModel.legacy_meta (older layout)
 VALUE_KIND = "token_value_model"
 MANIFEST = "manifest.json"  # iro.core.store.MANIFEST
 
@@ -70,21 +73,32 @@ def tokenizer_digest(directory: Path) -> str | None:
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
-def read_value_model(directory: str | Path) -> ValueModelInfo:
-    """The facts `check_value_models` compares; a directory that is no value model raises."""
-    directory = Path(directory)
-    meta_path = directory / VALUE_META
+def _value_model_files(directory: Path) -> tuple[dict, dict]:
+    """A saved value model's trunk config and its own settings (head, prior, ...), from either
+    layout; a directory that is no value model raises."""
+    config_path = directory / "config.json"
+    config = _read_json(config_path) if config_path.is_file() else {}
+    if config.get("model_type") == VALUE_MODEL_TYPE:
+        return config.get("text_config") or {}, config
+    meta_path = directory / LEGACY_META
     if not meta_path.is_file():
         raise IncompatibleValueModelError(
-            f"{directory} is not a saved value model (no {VALUE_META}); name the value_model "
-            "directory of a value artifact"
+            f"{directory} is not a saved value model (no config.json of model_type "
+            f"{VALUE_MODEL_TYPE!r}, no {LEGACY_META}); name the value_model directory of a "
+            "value artifact"
         )
     meta = _read_json(meta_path)
     if meta.get("kind") != VALUE_KIND:
         raise IncompatibleValueModelError(
-            f"{directory}: {VALUE_META} describes a {meta.get('kind')!r}, not a {VALUE_KIND}"
+            f"{directory}: {LEGACY_META} describes a {meta.get('kind')!r}, not a {VALUE_KIND}"
         )
-    config = _read_json(directory / "config.json") if (directory / "config.json").is_file() else {}
+    return config, meta
+
+
+def read_value_model(directory: str | Path) -> ValueModelInfo:
+    """The facts `check_value_models` compares; a directory that is no value model raises."""
+    directory = Path(directory)
+    trunk, settings = _value_model_files(directory)
     manifest_path = directory.parent / MANIFEST
     trained_with = {}
     if manifest_path.is_file():
@@ -93,11 +107,11 @@ def read_value_model(directory: str | Path) -> ValueModelInfo:
         directory=directory,
         backbone=trained_with.get("value.backbone"),
         num_layers=trained_with.get("value.num_layers"),
-        model_type=config.get("model_type"),
-        hidden_size=config.get("hidden_size", meta.get("hidden_size")),
-        vocab_size=config.get("vocab_size"),
+        model_type=trunk.get("model_type"),
+        hidden_size=trunk.get("hidden_size", settings.get("hidden_size")),
+        vocab_size=trunk.get("vocab_size"),
         tokenizer=tokenizer_digest(directory),
-        prior=meta.get("prior"),
+        prior=settings.get("prior"),
     )
 
 

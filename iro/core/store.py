@@ -14,14 +14,16 @@ process is gone (kill -9, power loss) is removed when a run lock is taken, befor
 damaged artifact is refused, naming the file, never used; `quarantine` sets it aside so that the
 next run rebuilds it. `gc` removes what no run record references, and work directories (WORK)
 that no live builder holds once their artifact is published or they have lain untouched a day.
+
+What this store shares with `RemoteArtifactStore` is written once beside it: the artifact's types
+(iro.core.artifact), the manifest checks (artifact_checks), references and quarantine names
+(artifact_refs), ids and `create` (store_base); `Store` (store_protocol) is the interface of both.
 """
 
 from __future__ import annotations
 
 import errno
 import functools
-import hashlib
-import itertools
 import json
 import logging
 import re
@@ -29,15 +31,33 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from filelock import FileLock, Timeout
 
+from iro.core.artifact import (
+    ENTRY_NAME,
+    MANIFEST,
+    QUARANTINE,
+    RUNS,
+    STORAGE_ERRNOS,
+    Artifact,
+    ArtifactCheck,
+    ArtifactError,
+    GcReport,
+    checked_name,
+    set_aside_hint,
+)
+from iro.core.artifact_checks import first_file_problem, manifest_problem, unreadable
+from iro.core.artifact_refs import (
+    artifact_ref,
+    manifest_parents,
+    quarantine_name,
+    referenced_closure,
+)
 from iro.core.fsutil import (
     LockBusyError,
     ProcessId,
@@ -46,11 +66,10 @@ from iro.core.fsutil import (
     lock_holder,
     sha256_file,
 )
+from iro.core.store_base import BuildSpec, StoreBase
 
 log = logging.getLogger(__name__)
 
-MANIFEST = "manifest.json"
-RUNS = "runs"
 # `<root>/.work/<stage>/<id>/`: a build's state that must survive a killed process (the value
 # trainer's checkpoints), unlike its staging directory. Its builder holds `<dir>/.lock` (fsutil's
 # directory_lock) while it works and removes the directory once the artifact is published. Hidden,
@@ -59,18 +78,11 @@ WORK = ".work"
 WORK_LOCK = ".lock"
 # a work directory nobody holds and nothing touched for this long was abandoned: gc removes it
 ABANDONED_WORK_AGE_S = 24 * 3600
-QUARANTINE = ".quarantine"
 # `.<id>.<pid>-<start>@<host>.<random>`: a staging directory and the process that writes it
 STAGING = re.compile(r"^\.[0-9a-f]+\.(?P<owner>\d+-\d+@[A-Za-z0-9-]*)\.[a-z0-9_]+$")
 # `.<id>.<random>`, written by versions that did not name the owner: removed by gc once old
 LEGACY_STAGING = re.compile(r"^\.[0-9a-f]{16}\.[a-z0-9_]{8}$")
 LEGACY_STAGING_AGE_S = 24 * 3600
-# errors of a full or read-only store, reported as such wherever they come from
-STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
-
-
-class ArtifactError(RuntimeError):
-    """An artifact that is missing or fails verification."""
 
 
 @functools.cache
@@ -108,87 +120,6 @@ def _git_state(root: Path) -> dict[str, Any]:
     return {"git_commit": commit, "git_dirty": dirty}
 
 
-def canonical_json(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-
-
-def _drop_unset(data: Any) -> Any:
-    """Remove None-valued keys: a new optional setting, left unset, keeps existing ids valid."""
-    if isinstance(data, dict):
-        return {k: _drop_unset(v) for k, v in data.items() if v is not None}
-    if isinstance(data, list):
-        return [_drop_unset(v) for v in data]
-    return data
-
-
-@dataclass(frozen=True)
-class Artifact:
-    stage: str
-    id: str
-    path: Path
-    manifest: dict[str, Any]
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        return self.manifest["metrics"]
-
-    def file(self, name: str) -> Path:
-        return self.path / name
-
-    def table(self, name: str = "table.parquet") -> pd.DataFrame:
-        return pd.read_parquet(self.path / name)
-
-
-@dataclass(frozen=True)
-class ArtifactCheck:
-    """One artifact's verification: `problem` says what is wrong, None when it is sound."""
-
-    stage: str
-    id: str
-    path: Path
-    problem: str | None
-
-    @property
-    def ref(self) -> str:
-        return f"{self.stage}/{self.id}"
-
-
-@dataclass
-class GcReport:
-    """What `gc` removed (or, dry, would remove), and how much it kept."""
-
-    artifacts: list[Path | str] = field(default_factory=list)  # str: a URL's artifacts
-    staging: list[Path | str] = field(default_factory=list)  # str: a URL's unpublished uploads
-    work: list[Path] = field(default_factory=list)  # work directories (WORK) of no more use
-    kept: int = 0
-    recent: int = 0  # at a URL: unreferenced, but written too recently to tell (min_age_hours)
-    runs: int = 0
-    bytes: int = 0
-
-
-# a stage or id as a directory name: no separators, not hidden, not `.` or `..`
-ENTRY_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-
-
-def checked_name(name: str, what: str) -> str:
-    """`name` if it is one plain directory name, so that a path built from it stays in the store
-    (no `..`, no separator, not absolute, not hidden)."""
-    if not isinstance(name, str) or not ENTRY_NAME.fullmatch(name):
-        raise ArtifactError(
-            f"{what} {name!r} is not a plain name (letters, digits, '_', '-', '.'; not starting "
-            "with '.'): it would leave the artifact store"
-        )
-    return name
-
-
-def set_aside_hint(path: Path) -> str:
-    """The one command that fixes a damaged artifact: the next run then rebuilds it."""
-    return (
-        f"set it aside with `iro store quarantine {path.parent.name}/{path.name}` "
-        "and rerun to rebuild it"
-    )
-
-
 def _tree_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
@@ -218,6 +149,15 @@ def _lock_held(lock_path: Path) -> bool:
     return False
 
 
+def _remove_out_of_sight(path: Path) -> None:
+    """Rename `path` to a hidden `.<name>.<owner>.gc` first, then remove it: a gc killed midway
+    leaves no half artifact or work directory, only what looks like staging of a dead process,
+    which the next cleanup removes."""
+    doomed = path.with_name(f".{path.name}.{ProcessId.current().tag}.gc")
+    path.rename(doomed)
+    shutil.rmtree(doomed)
+
+
 def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text())
@@ -233,22 +173,9 @@ def _storage_failure(err: OSError, directory: Path) -> bool:
     return err.errno in (errno.EACCES, errno.EPERM) and inside
 
 
-class ArtifactStore:
+class ArtifactStore(StoreBase):
     def __init__(self, root: str | Path):
         self.root = Path(root)
-
-    def artifact_id(
-        self, stage: str, version: int, config: dict[str, Any], parents: Sequence[Artifact]
-    ) -> str:
-        key = canonical_json(
-            {
-                "stage": stage,
-                "version": version,
-                "config": _drop_unset(config),
-                "parents": [p.id for p in parents],
-            }
-        )
-        return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     def path_of(self, stage: str, artifact_id: str) -> Path:
         return self.root / checked_name(stage, "stage") / checked_name(artifact_id, "artifact id")
@@ -260,7 +187,7 @@ class ArtifactStore:
             return None
         return self.load(path)
 
-    def load(self, path: Path) -> Artifact:
+    def load(self, path: str | Path) -> Artifact:
         """The artifact at `path`, after checking its files against its manifest.
 
         Anything that does not match (a missing, extra, truncated or changed file, a manifest
@@ -278,17 +205,15 @@ class ArtifactStore:
     def _inspect(self, path: Path) -> tuple[dict[str, Any], str | None]:
         """The manifest of the artifact at `path` and the first thing wrong with it, if any."""
         try:
-            manifest = json.loads((path / MANIFEST).read_text())
-            files = manifest["files"]
-            named = (manifest["stage"], manifest["id"])
-            if not isinstance(files, dict):
-                raise TypeError("'files' is not a mapping")
+            data = (path / MANIFEST).read_text()
         except FileNotFoundError:
             return {}, f"{MANIFEST} is missing"
-        except (OSError, ValueError, KeyError, TypeError) as err:
-            return {}, f"{MANIFEST} is unreadable or incomplete ({type(err).__name__}: {err})"
-        if named != (path.parent.name, path.name):
-            return manifest, f"{MANIFEST} describes {named[0]}/{named[1]}, not this directory"
+        except (OSError, ValueError) as err:  # ValueError: not UTF-8 text
+            return {}, unreadable(err)
+        manifest, problem = manifest_problem(data, path.parent.name, path.name)
+        if problem is not None:
+            return manifest, problem
+        files = manifest["files"]
         on_disk = {p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file()}
         on_disk.discard(MANIFEST)
         missing, extra = sorted(set(files) - on_disk), sorted(on_disk - set(files))
@@ -296,77 +221,85 @@ class ArtifactStore:
             return manifest, f"file {missing[0]} is missing"
         if extra:
             return manifest, f"file {extra[0]} is not listed in its {MANIFEST}"
-        for name, digest in sorted(files.items()):
+
+        def file_problem(name: str, digest: str) -> str | None:
             try:
                 actual = sha256_file(path / name)
             except OSError as err:
-                return manifest, f"file {name} cannot be read ({err})"
+                return f"file {name} cannot be read ({err})"
             if actual != digest:
-                return manifest, f"checksum mismatch for {name} (changed or damaged since written)"
-        return manifest, None
+                return f"checksum mismatch for {name} (changed or damaged since written)"
+            return None
 
-    def create(
-        self,
-        stage: str,
-        version: int,
-        config: dict[str, Any],
-        parents: Sequence[Artifact],
-        build: Callable[[Path], dict[str, Any]],
-        run_name: str | None = None,
-    ) -> Artifact:
-        """Build the artifact with `build(staging_dir) -> metrics` unless it already exists.
+        return manifest, first_file_problem(files, file_problem)
+
+    def _build(self, spec: BuildSpec) -> Artifact:
+        """Run the build in a staging directory, write the manifest, rename it into place.
 
         A full or unwritable store raises ArtifactError naming the directory; nothing partial is
         left visible and earlier artifacts are untouched.
         """
-        artifact_id = self.artifact_id(stage, version, config, parents)
-        existing = self.find(stage, artifact_id)
-        if existing is not None:
-            return existing
-        target = self.path_of(stage, artifact_id)
-        if target.exists():  # a directory without a manifest: the store never leaves one
+        target = self.path_of(spec.stage, spec.artifact_id)
+        try:
+            with self.staged(target) as staging:
+                started = time.time()
+                metrics = spec.build(staging)
+                files = {
+                    p.relative_to(staging).as_posix(): sha256_file(p)
+                    for p in sorted(staging.rglob("*"))
+                    if p.is_file()
+                }
+                manifest = {
+                    "stage": spec.stage,
+                    "id": spec.artifact_id,
+                    "stage_version": spec.version,
+                    "parents": [{"stage": p.stage, "id": p.id} for p in spec.parents],
+                    "config": spec.config,
+                    "metrics": metrics,
+                    "files": files,
+                    "code_version": code_version(),
+                    "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                    "build_seconds": round(time.time() - started, 3),
+                    "created_by_run": spec.run_name,
+                }
+                atomic_write_json(staging / MANIFEST, manifest)
+        except OSError as err:
+            if _storage_failure(err, target.parent):
+                raise ArtifactError(
+                    f"could not write {spec.stage} artifact {spec.artifact_id} into "
+                    f"{target.parent} ({err}); nothing of it was kept and earlier artifacts are "
+                    f"untouched. Free space or make {self.root} writable (store.root in the "
+                    "config), then rerun"
+                ) from err
+            raise
+        return self.load(target)
+
+    @contextmanager
+    def staged(self, target: Path) -> Iterator[Path]:
+        """A fresh staging directory for the artifact at `target`, renamed into place once the
+        block has filled it (files and manifest) and removed if the block fails.
+
+        The one way anything enters the store, so a crash leaves nothing or a whole artifact:
+        builds use it, and so does `RemoteArtifactStore` for downloads. The caller has found no
+        artifact at `target`; a directory there without a manifest (the store never leaves one)
+        raises. If another process of this machine renames the same artifact into place first,
+        theirs is kept: an id has one content.
+        """
+        if target.exists():
             raise ArtifactError(f"{target} has no {MANIFEST}; {set_aside_hint(target)}")
         staging = self._new_staging(target)
         try:
-            started = time.time()
-            metrics = build(staging)
-            files = {
-                p.relative_to(staging).as_posix(): sha256_file(p)
-                for p in sorted(staging.rglob("*"))
-                if p.is_file()
-            }
-            manifest = {
-                "stage": stage,
-                "id": artifact_id,
-                "stage_version": version,
-                "parents": [{"stage": p.stage, "id": p.id} for p in parents],
-                "config": config,
-                "metrics": metrics,
-                "files": files,
-                "code_version": code_version(),
-                "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "build_seconds": round(time.time() - started, 3),
-                "created_by_run": run_name,
-            }
-            atomic_write_json(staging / MANIFEST, manifest)
+            yield staging
             staging.chmod(0o755)
             try:
                 staging.rename(target)
             except OSError:
-                # another process finished the same artifact first: theirs is identical
-                if self.find(stage, artifact_id) is None:
+                if self.find(target.parent.name, target.name) is None:
                     raise
                 shutil.rmtree(staging, ignore_errors=True)
-        except BaseException as err:
+        except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
-            if isinstance(err, OSError) and _storage_failure(err, target.parent):
-                raise ArtifactError(
-                    f"could not write {stage} artifact {artifact_id} into {target.parent} ({err}); "
-                    f"nothing of it was kept and earlier artifacts are untouched. Free space or "
-                    f"make {self.root} writable (store.root in the config), then rerun"
-                ) from err
             raise
-        return self.load(target)
 
     def _new_staging(self, target: Path) -> Path:
         """A fresh hidden directory beside `target`, named after this process (see STAGING)."""
@@ -488,22 +421,22 @@ class ArtifactStore:
         inspection. Returns where it went and what was wrong with it (None: it verified).
         """
         self._require_root()
-        parts = PurePath(ref).parts[-2:]
-        if len(parts) != 2 or not all(ENTRY_NAME.match(p) for p in parts) or parts[0] == RUNS:
-            raise ArtifactError(f"{ref!r} does not name an artifact; give it as STAGE/ID")
-        path = self.path_of(*parts)
+        stage, artifact_id = artifact_ref(ref)
+        path = self.path_of(stage, artifact_id)
         if not path.is_dir():
-            raise ArtifactError(f"no artifact {parts[0]}/{parts[1]} in {self.root}")
+            raise ArtifactError(f"no artifact {stage}/{artifact_id} in {self.root}")
         problem = self._inspect(path)[1]
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        destination = self.root / QUARANTINE / parts[0] / f"{parts[1]}.{stamp}"
+        name = quarantine_name(artifact_id)
+        destination = self.root / QUARANTINE / stage / name
         suffix = 1
         while destination.exists():
             suffix += 1
-            destination = destination.with_name(f"{parts[1]}.{stamp}-{suffix}")
+            destination = destination.with_name(f"{name}-{suffix}")
         destination.parent.mkdir(parents=True, exist_ok=True)
         path.rename(destination)
-        log.info("set aside %s/%s in %s (%s)", *parts, destination, problem or "it verified")
+        log.info(
+            "set aside %s/%s in %s (%s)", stage, artifact_id, destination, problem or "it verified"
+        )
         return destination, problem
 
     # -- work directories (WORK) left by builds that published or were abandoned --
@@ -544,14 +477,12 @@ class ArtifactStore:
 
     def _remove_work(self, stale: Sequence[tuple[Path, str]]) -> list[Path]:
         """Remove these work directories, each under its lock (one taken meanwhile is kept) and
-        renamed out of sight first, as `_discard` does; returns those removed."""
+        removed out of sight (`_remove_out_of_sight`); returns those removed."""
         removed = []
         for path, why in stale:
             try:
                 with directory_lock(path / WORK_LOCK, wait=False):
-                    doomed = path.with_name(f".{path.name}.{ProcessId.current().tag}.gc")
-                    path.rename(doomed)
-                    shutil.rmtree(doomed)
+                    _remove_out_of_sight(path)
             except LockBusyError as err:
                 log.info("kept work directory %s: %s", path, err)
                 continue
@@ -616,33 +547,9 @@ class ArtifactStore:
         return report
 
     def _discard(self, path: Path) -> None:
-        """Remove an artifact: first renamed out of sight, so a gc killed midway leaves no half
-        artifact, only staging of a dead process that the next cleanup removes."""
-        doomed = path.with_name(f".{path.name}.{ProcessId.current().tag}.gc")
-        path.rename(doomed)
-        shutil.rmtree(doomed)
+        """Remove an artifact no run references."""
+        _remove_out_of_sight(path)
         log.info("removed %s: no run references it", path)
-
-
-def referenced_closure(
-    records: Sequence[Any],
-    existing: set[tuple[str, str]],
-    parents_of: Callable[[tuple[str, str]], set[tuple[str, str]]],
-) -> set[tuple[str, str]]:
-    """The artifacts of `existing` that the run records name, and their parents, transitively:
-    what gc keeps, on local disk or at a URL."""
-    todo = set().union(*map(_named_in, records)) & existing
-    seen: set[tuple[str, str]] = set()
-    while todo:
-        key = todo.pop()
-        seen.add(key)
-        todo |= parents_of(key) & existing - seen
-    return seen
-
-
-def manifest_parents(manifest: dict[str, Any]) -> set[tuple[str, str]]:
-    """(stage, id) of the parents a manifest names (KeyError or TypeError when it names none)."""
-    return {(p["stage"], p["id"]) for p in manifest["parents"]}
 
 
 def _parents(path: Path) -> set[tuple[str, str]]:
@@ -655,20 +562,3 @@ def _parents(path: Path) -> set[tuple[str, str]]:
             f"{manifest} is unreadable ({type(err).__name__}: {err}), so which artifacts it "
             f"depends on is unknown; {set_aside_hint(path)}"
         ) from err
-
-
-def _named_in(data: Any) -> set[tuple[str, str]]:
-    """Every (stage, id) pair a run record could name: `{"stage", "id"}`, or two consecutive
-    components of a path-like string (`eval/<id>`, `<root>/value/<id>/value_model`). Callers
-    keep only the pairs that are artifacts."""
-    if isinstance(data, dict):
-        found = set().union(*map(_named_in, data.values()))
-        if isinstance(data.get("stage"), str) and isinstance(data.get("id"), str):
-            found.add((data["stage"], data["id"]))
-        return found
-    if isinstance(data, list):
-        return set().union(*map(_named_in, data))
-    if isinstance(data, str) and "/" in data and "\n" not in data:
-        parts = PurePath(data).parts
-        return set(itertools.pairwise(parts))
-    return set()

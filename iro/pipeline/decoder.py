@@ -16,12 +16,14 @@ import pandas as pd
 from iro.core.config import RunConfig
 from iro.core.data import render_prompts
 from iro.core.methods import get_method
+from iro.core.tables import candidate_table
 from iro.pipeline import ivl
 from iro.pipeline.execution import generate, score_rows
 from iro.pipeline.generation import Progress
 from iro.pipeline.guidance import build_value_ensemble
 from iro.pipeline.methods import search_settings
 from iro.pipeline.scoring import best_per_prompt, build_run_reward
+from iro.valuefn.search import Candidate
 from iro.valuefn.token_guidance import (
     GuidedPrompt,
     RewardShift,
@@ -31,6 +33,7 @@ from iro.valuefn.token_guidance import (
 from iro.valuefn.token_guidance import decode as decode_guided
 
 log = logging.getLogger(__name__)
+NAN = float("nan")  # token-level decoders keep no search score
 
 
 def _pick(cfg: RunConfig, method: str, candidates: pd.DataFrame) -> pd.DataFrame:
@@ -84,21 +87,15 @@ def _token_level(
         outputs = decode_guided(
             engine.model, engine.eos_token_id, guided, scorer, settings, engine.batch_size
         )
-    rows = [
-        {
-            "prompt_id": prompts["id"].iloc[i],
-            "prompt": prompt.raw,
-            "reference": prompts["reference"].iloc[i],
-            "prompt_text": prompt.text,
-            "candidate": 0,
-            "response": tokenizer.decode(response, skip_special_tokens=True),
-            "num_tokens": len(response),
-            "ended": ended,
-            "value_score": float("nan"),
-        }
-        for i, (prompt, (response, ended)) in enumerate(zip(guided, outputs, strict=True))
+    pools = [
+        [
+            Candidate(
+                tuple(response), tokenizer.decode(response, skip_special_tokens=True), ended, NAN
+            )
+        ]
+        for response, ended in outputs
     ]
-    return pd.DataFrame(rows)
+    return candidate_table(prompts, texts, pools)
 
 
 def decode(
@@ -110,7 +107,7 @@ def decode(
     progress: Progress | None = None,
     betas: Sequence[float] | None = None,
 ) -> pd.DataFrame:
-    """One response per prompt (columns as `generation.generate`, plus reward where picked by it).
+    """One response per prompt (a candidate table, plus reward where picked by it).
 
     `value_dirs`: the value models guiding (iro, vas), with `betas` (default value.beta); for
     ivl, its residual model.

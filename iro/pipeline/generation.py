@@ -1,9 +1,5 @@
 """Generation for a table of prompts: render them, run the (value-guided) search, one row per
-final candidate.
-
-Tables are pandas frames with one row per candidate response: prompt_id, prompt (the raw task
-input), reference, prompt_text (what the policy read), candidate, response, num_tokens, ended,
-value_score; scoring adds reward and reward_<component> columns.
+final candidate (the candidate table of iro/core/tables.py).
 """
 
 from __future__ import annotations
@@ -21,6 +17,7 @@ from iro.core.data import DatasetError, render_prompts
 from iro.core.engines.factory import get_engine
 from iro.core.errors import out_of_memory
 from iro.core.models import resolve_model
+from iro.core.tables import candidate_table
 from iro.pipeline.guidance import build_scorer, reward_prior
 from iro.pipeline.methods import sampling_settings
 from iro.valuefn.search import SearchSettings, guided_search
@@ -126,23 +123,7 @@ def generate_shard(
             prompts_per_call=cfg.policy.prompts_per_call,
             first_index=first_index,
         )
-    rows = []
-    for p, pool in enumerate(pools):
-        for c, candidate in enumerate(pool):
-            rows.append(
-                {
-                    "prompt_id": prompts["id"].iloc[p],
-                    "prompt": prompts["prompt"].iloc[p],
-                    "reference": prompts["reference"].iloc[p],
-                    "prompt_text": prompt_texts[p],
-                    "candidate": c,
-                    "response": candidate.text,
-                    "num_tokens": len(candidate.response_ids),
-                    "ended": candidate.ended,
-                    "value_score": candidate.score,
-                }
-            )
-    table = pd.DataFrame(rows)
+    table = candidate_table(prompts, prompt_texts, pools)
     seconds = time.time() - started
     log.info(
         "generated %d candidates for %d prompts in %.1f s (%.0f new tokens/s, engine %s)",

@@ -9,7 +9,6 @@ tokenizer reads its output directly; one with another vocabulary through a map b
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import tempfile
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from iro.core.config import ConfigError, RunConfig
 from iro.core.data import iteration_slice, load_prompts, render_prompts
 from iro.core.errors import out_of_memory
 from iro.core.models import resolve_model
+from iro.pipeline.trainer_args import pipeline_fixed, trainer_kwargs
 from iro.valuefn.residual import ResidualValueNetwork
 from iro.valuefn.residual_decoding import decode_with_residual
 from iro.valuefn.residual_training import ResidualTrainingArguments, train_residual
@@ -50,24 +50,11 @@ def demonstrations(cfg: RunConfig) -> pd.DataFrame:
 
 def training_arguments(cfg: RunConfig, output_dir: Path) -> ResidualTrainingArguments:
     """`ivl.training` as given, plus what the pipeline fixes (paths, seed, device, logging)."""
+    fixed = pipeline_fixed(output_dir, cfg.ivl.max_length, cfg.seed)
     given = cfg.ivl.training.model_dump()
-    known = {f.name for f in dataclasses.fields(ResidualTrainingArguments)}
-    unknown = sorted(set(given) - known)
-    if unknown:
-        raise ConfigError(f"ivl.training: {unknown} are not SFTConfig fields")
-    fixed = {
-        "output_dir": str(output_dir),
-        "max_length": cfg.ivl.max_length,
-        "seed": cfg.seed,
-        "logging_steps": 5,
-        "use_cpu": not torch.cuda.is_available(),
-        "disable_tqdm": True,
-        "report_to": "none",
-    }
-    reserved = sorted(set(given) & set(fixed))
-    if reserved:
-        raise ConfigError(f"ivl.training: {reserved} are set by the pipeline")
-    return ResidualTrainingArguments(**given, **fixed)
+    return ResidualTrainingArguments(
+        **trainer_kwargs("ivl.training", given, ResidualTrainingArguments, "SFTConfig", fixed)
+    )
 
 
 def train(cfg: RunConfig, out_dir: Path) -> dict[str, float]:

@@ -4,7 +4,9 @@ its label in tables and reports.
 
 from __future__ import annotations
 
-from iro.core.config import RunConfig
+from typing import Any
+
+from iro.core.config import RunConfig, load_config
 from iro.core.engines.base import SamplingSettings
 from iro.core.methods import get_method
 from iro.valuefn.search import SearchSettings
@@ -54,6 +56,19 @@ VAS_RUN_SETTINGS: dict[str, object] = {
     "value.target": "td_lambda",
     "value.prior": "none",
 }
+
+
+def method_run_config(
+    path: str, run_name: str | None, overrides: dict[str, Any] | None, method: str
+) -> RunConfig:
+    """The config of a run of `method` (run: IRO; vas: `VAS_RUN_SETTINGS` under `overrides`;
+    ivl), named `run_name` if given, else for vas and ivl the config's run name with
+    `-<method>`, so that a method's run records do not mix with the IRO run of the config."""
+    settings = {**(VAS_RUN_SETTINGS if method == "vas" else {}), **(overrides or {})}
+    cfg = load_config(path, {**settings, **({"run_name": run_name} if run_name else {})})
+    if run_name or method == "run":
+        return cfg
+    return RunConfig.model_validate({**cfg.model_dump(), "run_name": f"{cfg.run_name}-{method}"})
 
 
 def guided_method(cfg: RunConfig) -> str:

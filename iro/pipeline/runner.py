@@ -23,8 +23,9 @@ from iro.core.config import RunConfig
 from iro.core.data import eval_slice, iteration_slice, load_prompts
 from iro.core.fsutil import directory_lock
 from iro.core.methods import get_method
-from iro.core.remote_store import Store, open_store
+from iro.core.remote_store import open_store
 from iro.core.store import WORK, Artifact
+from iro.core.store_protocol import Store
 from iro.pipeline import ivl
 from iro.pipeline.decoder import decode_scored
 from iro.pipeline.evaluation import evaluation_metrics
@@ -32,9 +33,9 @@ from iro.pipeline.execution import generate, score_rows
 from iro.pipeline.generation import Progress
 from iro.pipeline.identity import config_slice
 from iro.pipeline.methods import rollout_settings, samples_per_prompt
-from iro.pipeline.reweight import reweight
 from iro.pipeline.scoring import build_run_reward
 from iro.pipeline.value_training import train_value, training_arguments
+from iro.valuefn.reweight import reweight
 
 log = logging.getLogger(__name__)
 

@@ -1,110 +1,39 @@
-"""Train V_k on a reweighted table: the pipeline's side of `valuefn.training`."""
+"""Train V_k on a reweighted table: value.* as trainer arguments, the value model read from and
+saved to the store's directories. The algorithms (targets, TD(lambda) rounds, the loss) are
+`iro.valuefn`'s."""
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.util
-import json
 import logging
-import time
-from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
 import pandas as pd
 import torch
 
 from iro.core.config import ConfigError, RunConfig
 from iro.core.errors import out_of_memory
-from iro.core.fsutil import atomic_write_json
 from iro.core.models import resolve_model
 from iro.pipeline.scoring import build_run_reward
+from iro.pipeline.trainer_args import pipeline_fixed, trainer_kwargs
 from iro.valuefn.distributed import train_in_processes
 from iro.valuefn.model import LoraSpec, TokenValueModel
-from iro.valuefn.td import lambda_returns
-from iro.valuefn.training import (
-    COLUMNS,
-    PRIOR_COLUMNS,
-    STATE_TARGETS,
-    ValueCollator,
-    ValueTrainingArguments,
-    state_values,
-    train_value_model,
-)
+from iro.valuefn.targets import prefix_priors, value_rows
+from iro.valuefn.td_rounds import TDRounds, train_td_rounds
+from iro.valuefn.training import ValueTrainingArguments, train_value_model
 
 log = logging.getLogger(__name__)
 
-
-# (raw task inputs, response texts) -> the run's reward of each
-RewardFn = Callable[[Sequence[str], Sequence[str]], np.ndarray]
-
-
-def prefix_priors(
-    table: pd.DataFrame, tokenizer, reward: RewardFn, stride: int
-) -> tuple[list[list[int]], list[list[float]]]:
-    """Per candidate: the states t = stride, 2*stride, ... and its full length (in the value
-    model's tokens), and the reward of the response cut after t tokens, scored in one batch.
-
-    An empty response has the one state t = 0.
-    """
-    ids = [tokenizer(r, add_special_tokens=False).input_ids for r in table["response"]]
-    states = [sorted({*range(stride, len(i), stride), len(i)}) for i in ids]
-    prompts = [p for p, s in zip(table["prompt"], states, strict=True) for _ in s]
-    texts = [
-        tokenizer.decode(i[:t], skip_special_tokens=True)
-        for i, s in zip(ids, states, strict=True)
-        for t in s
-    ]
-    started = time.time()
-    flat = np.asarray(reward(prompts, texts), dtype=float).tolist()
-    log.info("reward prior on %d prefixes of %d responses: %.1f s", len(texts), len(ids),
-             time.time() - started)  # fmt: skip
-    values, at = [], 0
-    for s in states:
-        values.append(flat[at : at + len(s)])
-        at += len(s)
-    return states, values
-
-
-def value_rows(
-    table: pd.DataFrame,
-    target: str,
-    pack: bool,
-    priors: tuple[list[list[int]], list[list[float]]] | None = None,
-) -> datasets.Dataset:
-    """Training rows: a prompt and its candidates, with the reward or advantage each regresses to
-    (td_lambda: the reward, from which `td_rows` computes the per-state targets).
-
-    `pack`: one row per prompt holding all its candidates (the prompt is read once per row);
-    otherwise one row per candidate, as the reweighted table has them. `priors`: per candidate,
-    states and prior values (`prefix_priors`); the network then regresses the residual there.
-    """
-    regress_to = table["reward"]
-    if target == "advantage":
-        regress_to = table["reward"] - table["prompt_mean_reward"]
-    states, values = priors if priors is not None else ([[]] * len(table), [[]] * len(table))
-    frame = pd.DataFrame(
-        {
-            "prompt": table["prompt_text"],
-            "responses": table["response"],
-            "ended": table["ended"].astype(bool),
-            "targets": regress_to.astype(float),
-            "weights": table["weight"].astype(float),
-            "prior_states": states,
-            "prior_values": values,
-        }
-    )
-    if pack:
-        frame = frame.groupby("prompt", sort=False).agg(list).reset_index()
-    else:
-        frame = frame.assign(
-            **{c: frame[c].map(lambda v: [v]) for c in (*COLUMNS[1:], *PRIOR_COLUMNS)}
-        )
-    return datasets.Dataset.from_pandas(frame[[*COLUMNS, *PRIOR_COLUMNS]], preserve_index=False)
-
-
+# Fixed so that a killed training resumes from its last checkpoint exactly where it stopped.
+RESUME_FIXED = {
+    "save_strategy": "steps",
+    "save_only_model": False,
+    "resume_from_checkpoint": None,
+    "ignore_data_skip": False,
+}
 # Set by the pipeline whatever value.training says, and why (for the error naming them).
 RESERVED = {
     "output_dir": "the stage's work directory in the store",
@@ -114,7 +43,6 @@ RESERVED = {
     "use_cpu": "the pipeline's device choice",
     "disable_tqdm": "the pipeline's logging",
     "report_to": "the pipeline's logging",
-    # a killed training resumes from its last checkpoint exactly where it stopped
     "save_strategy": "resume: checkpoints every save_steps",
     "save_only_model": "resume: needs the optimizer, scheduler and RNG state",
     "resume_from_checkpoint": "resume: the newest checkpoint in the work directory",
@@ -150,31 +78,20 @@ def training_kwargs(cfg: RunConfig, work_dir: Path) -> dict[str, Any]:
     """`value.training` as given, plus what the pipeline fixes (paths, seed, device, logging,
     checkpoints for resume; see RESERVED): ValueTrainingArguments' keyword arguments, as JSON
     values (a torchrun job carries them in a file)."""
-    fixed = {
-        "output_dir": str(work_dir),
-        "max_length": cfg.value.max_length,
-        "logging_steps": 5,
-        "seed": cfg.seed,
-        "use_cpu": not torch.cuda.is_available(),
-        "disable_tqdm": True,
-        "report_to": "none",
-        "save_strategy": "steps",
-        "save_only_model": False,
-        "resume_from_checkpoint": None,
-        "ignore_data_skip": False,
-    }
     given = cfg.value.training.model_dump()
-    known = {f.name for f in dataclasses.fields(ValueTrainingArguments)}
-    unknown = sorted(set(given) - known)
-    if unknown:
-        raise ConfigError(f"value.training: {unknown} are not TrainingArguments fields")
-    reserved = sorted(set(given) & set(fixed))
-    if reserved:
-        reasons = "; ".join(f"{key}: {RESERVED[key]}" for key in reserved)
-        raise ConfigError(f"value.training: {reserved} are set by the pipeline ({reasons})")
+    fixed = {**pipeline_fixed(work_dir, cfg.value.max_length, cfg.seed), **RESUME_FIXED}
+    arguments = trainer_kwargs(
+        "value.training",
+        given,
+        ValueTrainingArguments,
+        "TrainingArguments",
+        fixed,
+        defaults=CHECKPOINT_DEFAULTS,
+        reasons=RESERVED,
+    )
     _check_deepspeed(given)
     check_processes(cfg.value.processes, torch.cuda.device_count())
-    return {**CHECKPOINT_DEFAULTS, **given, **fixed}
+    return arguments
 
 
 def training_arguments(cfg: RunConfig, work_dir: Path) -> ValueTrainingArguments:
@@ -228,85 +145,6 @@ def memory_knobs(cfg: RunConfig) -> dict[str, tuple[object, str]]:
     }
 
 
-def td_rows(
-    rows: datasets.Dataset, values: list[list[np.ndarray]], trace_decay: float, discount: float
-) -> datasets.Dataset:
-    """`rows` with `state_targets`: each response's lambda-returns from the target network's
-    `values` at its states (`state_values`) and its reward (`targets`) at the end."""
-    returns = [
-        [
-            lambda_returns(v, reward, trace_decay, discount).tolist()
-            for v, reward in zip(row_values, rewards, strict=True)
-        ]
-        for row_values, rewards in zip(values, rows["targets"], strict=True)
-    ]
-    return rows.add_column(STATE_TARGETS, returns)
-
-
-# A round's subdirectory of the work directory holds its trainer checkpoints, then its trained
-# weights, then (written atomically, last) its marker: the round's metrics.
-ROUND_MODEL = "model"
-ROUND_DONE = "round.json"
-
-
-def round_dir(work_dir: Path, r: int) -> Path:
-    return work_dir / f"round-{r}"
-
-
-def finished_rounds(work_dir: Path, rounds: int) -> list[dict[str, float]]:
-    """The metrics of rounds 1, 2, ... finished in `work_dir`, up to the first without a marker."""
-    done = []
-    for r in range(1, rounds + 1):
-        marker = round_dir(work_dir, r) / ROUND_DONE
-        if not marker.is_file():
-            break
-        done.append(json.loads(marker.read_text()))
-    return done
-
-
-def train_td_rounds(
-    cfg: RunConfig,
-    model: TokenValueModel,
-    tokenizer,
-    rows: datasets.Dataset,
-    work_dir: Path,
-    trained: bool,
-) -> tuple[TokenValueModel, dict[str, float]]:
-    """Train on lambda-returns in `value.td.target_updates` rounds; returns the trained model.
-
-    Each round reads V_target at every state with the model as the round starts (the target
-    network, hard update), computes the lambda-returns and trains `value.training` on them.
-    Round 1's target network is the initial model when it is `trained` (V_{k-1}). A fresh head
-    is no value estimate: it gives about one constant at every state (0 before its targets are
-    standardised, their mean after), and bootstrapping a constant leaves only lambda^(T-t) of
-    the reward in G_t (gamma = 1; 0.95^50 < 8%), so the first rounds would mostly learn the
-    constant. Round 1 from a fresh model is therefore Monte-Carlo (lambda = 1, as VAS starts),
-    and the later rounds bootstrap from a model that already ranks responses.
-
-    A killed process resumes at the first round without its marker (`finished_rounds`), from the
-    previous round's saved weights, and within that round from its newest checkpoint.
-    """
-    td = cfg.value.td
-    done = finished_rounds(work_dir, td.target_updates)
-    if done:
-        model = TokenValueModel.load(round_dir(work_dir, len(done)) / ROUND_MODEL)
-        log.info("TD value training resumes after round %d of %d", len(done), td.target_updates)
-    resumed = len(done)
-    collator = ValueCollator(tokenizer, cfg.value.max_length)
-    batch_size = cfg.value.training.per_device_train_batch_size
-    for r in range(resumed + 1, td.target_updates + 1):
-        trace_decay = td.trace_decay if trained or r > 1 else 1.0
-        values = state_values(model, collator, rows, batch_size)
-        targets = td_rows(rows, values, trace_decay, td.discount)
-        directory = round_dir(work_dir, r)
-        model, metrics = fit(cfg, model, tokenizer, targets, directory)
-        model.save(directory / ROUND_MODEL, tokenizer)
-        atomic_write_json(directory / ROUND_DONE, metrics)
-        done.append(metrics)
-    per_round = {f"round_{r}_{k}": m for r, ms in enumerate(done, 1) for k, m in ms.items()}
-    return model, {**done[-1], **per_round, "rounds_resumed": float(resumed)}
-
-
 def train_value(
     cfg: RunConfig, table: pd.DataFrame, init_dir: Path | None, out_dir: Path, work_dir: Path
 ) -> dict[str, float]:
@@ -314,8 +152,8 @@ def train_value(
 
     `work_dir` holds the trainer's checkpoints and must outlive a killed process (the store's
     per-artifact work directory, not the staging directory): training resumes from the newest
-    checkpoint found there (td_lambda: in the current round's subdirectory, `train_td_rounds`).
-    Those checkpoints include torch-pickled optimizer and RNG state, which is acceptable only
+    checkpoint found there (td_lambda: in the current round's subdirectory,
+    `iro.valuefn.td_rounds`). Those checkpoints include torch-pickled optimizer and RNG state, which is acceptable only
     because this pipeline wrote them itself into its own store.
 
     With value.processes > 1 (or DeepSpeed) each training is a torchrun job (`fit`,
@@ -344,8 +182,17 @@ def train_value(
     rows = value_rows(table, v.target, v.pack_candidates, priors)
     with out_of_memory("value training", memory_knobs(cfg)):
         if v.target == "td_lambda":
-            trained = init_dir is not None
-            model, metrics = train_td_rounds(cfg, model, tokenizer, rows, work_dir, trained)
+            model, metrics = train_td_rounds(
+                model,
+                tokenizer,
+                rows,
+                work_dir,
+                TDRounds(v.td.target_updates, v.td.trace_decay, v.td.discount),
+                partial(fit, cfg),
+                trained=init_dir is not None,
+                max_length=v.max_length,
+                batch_size=v.training.per_device_train_batch_size,
+            )
         else:
             model, metrics = fit(cfg, model, tokenizer, rows, work_dir)
     model.save(out_dir, tokenizer)

@@ -25,7 +25,8 @@ import pandas as pd
 from iro.core.config import ReportConfig, RunConfig
 from iro.core.fsutil import atomic_write_json, atomic_write_text
 from iro.core.stats import WinRate, reward_win_rate, summarize
-from iro.core.store import Artifact, ArtifactStore
+from iro.core.store import Artifact
+from iro.core.store_protocol import Store
 from iro.pipeline.identity import config_slice
 from iro.reports.alpaca import run_alpaca_eval
 from iro.reports.judge import PROMPTS, judge_pairs
@@ -45,7 +46,7 @@ class ReportError(ValueError):
     """A report that cannot be made from what the store holds; names what is missing."""
 
 
-def latest_run(store: ArtifactStore) -> str:
+def latest_run(store: Store) -> str:
     """The run whose evaluation table was written last."""
     tables = sorted(
         store.root.glob("runs/*/evaluation.json"), key=lambda p: p.stat().st_mtime, reverse=True
@@ -55,14 +56,14 @@ def latest_run(store: ArtifactStore) -> str:
     return tables[0].parent.name
 
 
-def _evaluation_table(store: ArtifactStore, run_name: str) -> Path:
+def _evaluation_table(store: Store, run_name: str) -> Path:
     path = store.run_dir(run_name) / "evaluation.json"
     if not path.is_file():
         raise ReportError(f"run {run_name!r} has no evaluation table at {path}; run it first")
     return path
 
 
-def load_run_outputs(store: ArtifactStore, run_name: str) -> dict[str, Artifact]:
+def load_run_outputs(store: Store, run_name: str) -> dict[str, Artifact]:
     """Method label -> its eval artifact, in the order of the run's evaluation table."""
     path = _evaluation_table(store, run_name)
     rows = json.loads(path.read_text()).get("evaluation", [])
@@ -170,9 +171,7 @@ def report_config_slice(cfg: ReportConfig) -> dict[str, Any]:
     return config_slice(RunConfig(report=cfg), "report")
 
 
-def record_report(
-    store: ArtifactStore, run_name: str, report: Artifact, evaluated: list[Artifact]
-) -> Path:
+def record_report(store: Store, run_name: str, report: Artifact, evaluated: list[Artifact]) -> Path:
     """Name `report` in the run's RECORD, beside the reports of the same evaluation, so that gc
     keeps them; `evaluated` are the eval artifacts the run's evaluation table lists now."""
     current = {f"{a.stage}/{a.id}" for a in evaluated}
@@ -198,7 +197,7 @@ def record_report(
 
 
 def build_report(
-    store: ArtifactStore, run_name: str, cfg: ReportConfig, api_key: str | None = None
+    store: Store, run_name: str, cfg: ReportConfig, api_key: str | None = None
 ) -> Artifact:
     """Compute (or reuse) the report artifact of `run_name` and record it in the run (see
     `record_report`); `api_key` only if a judge runs.
@@ -218,7 +217,7 @@ def build_report(
 
 
 def _build(
-    store: ArtifactStore,
+    store: Store,
     run_name: str,
     cfg: ReportConfig,
     api_key: str | None,

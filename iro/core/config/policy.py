@@ -1,0 +1,66 @@
+"""The frozen base policy and the engine or endpoint that serves it."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from iro.core.config.base import EMBEDDED_MODEL, EnvVarName, Section
+
+
+class EndpointConfig(Section):
+    """An OpenAI-compatible completions endpoint serving the policy (policy.engine: openai)."""
+
+    base_url: str = Field(..., description="e.g. http://127.0.0.1:8000/v1")
+    model: str = Field(..., description="the model name the endpoint serves")
+    api_key_env: EnvVarName | None = Field(None, description="env var holding the API key, if any")
+    prompt_as_token_ids: bool = Field(True, description="vLLM servers: exact prefixes; false: text")
+    supports_top_k: bool = Field(True, description="send top_k (vLLM servers accept it)")
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(4, ge=0)
+    concurrency: int = Field(8, ge=1)
+
+
+class PolicyConfig(Section):
+    """The frozen base policy pi_base."""
+
+    model: str = Field(
+        EMBEDDED_MODEL,
+        description="embedded:NAME, a local checkpoint dir or a hub id (with engine openai: the "
+        "served model's tokenizer)",
+    )
+    engine: Literal["auto", "vllm", "hf", "openai"] = "auto"
+    endpoint: EndpointConfig | None = None
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    max_model_len: int = Field(1024, ge=64)
+    trust_remote_code: bool = False
+    # vLLM memory knobs: the defaults fit this project's 2-core, 24 GiB CPU machines.
+    gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
+    cpu_kv_cache_gib: int = Field(1, ge=1)
+    tensor_parallel_size: int = Field(
+        1, ge=1, description="vLLM on GPUs: split the policy across this many GPUs of one machine"
+    )
+    compile: bool = Field(
+        False,
+        description="vLLM compiles the policy (torch.compile; on GPUs also CUDA graphs): faster "
+        "decoding after a slower start. On the 2-core CPU: 50-70 s more to start an engine, ~8% "
+        "faster search (benchmarks/decode_speed.py). Compiled kernels round differently, so the "
+        "samples differ from eager mode's",
+    )
+    prompts_per_call: int | None = Field(
+        32,
+        ge=1,
+        description="a search feeds the engine this many prompts at a time (null: all), so that "
+        "their prefixes stay cached from chunk to chunk; on vLLM and endpoints samples do not "
+        "depend on it (the transformers engine seeds each batch once, so there they do). 1 GiB "
+        "of KV cache holds ~23k tokens of the embedded model: 32 prompts of ~350 tokens, beams",
+    )
+
+    @model_validator(mode="after")
+    def _endpoint_matches_engine(self) -> PolicyConfig:
+        if (self.engine == "openai") != (self.endpoint is not None):
+            raise ValueError("policy.endpoint is required with engine: openai, and only then")
+        if self.compile and self.engine in ("hf", "openai"):
+            raise ValueError(f"policy.compile compiles vLLM's model; engine {self.engine} has none")
+        return self
