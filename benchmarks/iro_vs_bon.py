@@ -39,7 +39,7 @@ from iro.core.config import RunConfig, load_config, parse_config, parse_override
 from iro.core.data import eval_slice, load_prompts, validation_slice
 from iro.core.fsutil import atomic_write_json, atomic_write_text
 from iro.core.stats import paired_bootstrap, win_outcomes
-from iro.core.store import Artifact
+from iro.core.store.local import Artifact
 from iro.pipeline.decoder import decode_scored
 from iro.pipeline.execution import generate, score_rows
 from iro.pipeline.generation import policy_tokenizer

@@ -12,7 +12,7 @@ from prefect.artifacts import create_table_artifact
 from pydantic import Field
 
 from iro.core.config import RUN_NAME_PATTERN
-from iro.core.remote_store import open_store
+from iro.core.store.remote import open_store
 from iro.flows.params import (
     DEFAULT_CONFIG,
     ConfigPath,

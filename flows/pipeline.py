@@ -8,7 +8,7 @@ from prefect import flow, get_run_logger
 
 from iro.core.compat import check_run_inputs
 from iro.core.config import RunConfig
-from iro.core.remote_store import open_store
+from iro.core.store.remote import open_store
 from iro.flows.baselines import baseline_rows
 from iro.flows.iteration import run_iteration
 from iro.flows.params import (

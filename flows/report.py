@@ -12,7 +12,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from iro.core.config import JudgeConfig, RunConfig, load_config
-from iro.core.remote_store import open_store
+from iro.core.store.remote import open_store
 from iro.reports.run import build_report, latest_run
 from iro.reward.openai_client import resolve_api_key
 from iro.tasks.publish import artifact_key

@@ -13,7 +13,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
-from iro.core.store import Artifact
+from iro.core.store.local import Artifact
 from iro.pipeline.evaluation import EvalRow, format_markdown, format_table
 
 PREVIEW_ROWS = 20

@@ -10,7 +10,7 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NONE
 
-from iro.core.store import Artifact
+from iro.core.store.local import Artifact
 from iro.pipeline.runner import Pipeline
 from iro.tasks.publish import progress_reporter, publish_stage
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from iro.core.config import load_config
-from iro.core.store import ArtifactStore
+from iro.core.store.local import ArtifactStore
 from iro.pipeline.evaluation import eval_row, rows_as_dicts
 from iro.pipeline.methods import method_label
 from iro.pipeline.runner import Pipeline

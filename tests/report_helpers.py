@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from iro.core.fsutil import atomic_write_json
-from iro.core.store import ArtifactStore
+from iro.core.store.local import ArtifactStore
 
 DOCS = [
     "Return the absolute version of a path, normalised.",

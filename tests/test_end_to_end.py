@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from iro.core.store import ArtifactStore
+from iro.core.store.local import ArtifactStore
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel
 
 from iro.core.config import RunConfig, parse_config, set_dotted_key
-from iro.core.store import ArtifactStore
+from iro.core.store.local import ArtifactStore
 from iro.pipeline import identity
 from iro.pipeline.identity import STAGE_READS, config_slice, is_accounted_for, stages_reading
 

@@ -31,7 +31,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from iro.core.store import ArtifactStore
+from iro.core.store.local import ArtifactStore
 from tests.test_remote_faults import tiny_config as remote_faults_config
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import pytest
 
 from iro.app.server import server_environment
 from iro.core.config import ConfigError
-from iro.core.store import ArtifactStore
+from iro.core.store.local import ArtifactStore
 from iro.flows.deployments import build_deployments
 
 
@@ -73,7 +73,7 @@ def test_the_run_lock_serialises_one_run_and_not_different_runs(tmp_path, caplog
         with store.run_lock("a"):
             acquired.set()
 
-    caplog.set_level(logging.INFO, logger="iro.core.store")
+    caplog.set_level(logging.INFO, logger="iro.core.store.local")
     thread = threading.Thread(target=second_holder)
     with store.run_lock("a"):
         with store.run_lock("b"):  # a different run does not wait

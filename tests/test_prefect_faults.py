@@ -32,7 +32,7 @@ from prefect.client.schemas.filters import (
 )
 
 from iro.core.config import load_config
-from iro.core.store import ArtifactStore
+from iro.core.store.local import ArtifactStore
 from tests.http_stub import StubServer, chat_completion, json_reply, stub_server
 from tests.test_prefect_server import Server, deployment_run, served
 from tests.test_remote_faults import STAGES, finished, judge_reward, leftovers, tiny_config

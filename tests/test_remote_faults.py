@@ -35,7 +35,7 @@ from iro.core.endpoint import Endpoint, EndpointError
 from iro.core.engines.base import ContinuationRequest, SamplingSettings
 from iro.core.engines.openai_engine import OpenAIEngine
 from iro.core.errors import OutOfMemory, out_of_memory
-from iro.core.store import ArtifactStore
+from iro.core.store.local import ArtifactStore
 from iro.reward.base import RewardError
 from iro.reward.llm_judge import LLMJudgeReward
 from tests.http_stub import StubServer, chat_completion, json_reply, stub_server

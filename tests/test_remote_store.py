@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 
 from iro.core.config import StoreConfig
-from iro.core.remote_store import BLOBS, RemoteArtifactStore, open_store
-from iro.core.store import MANIFEST, ArtifactError, ArtifactStore
+from iro.core.store.local import MANIFEST, ArtifactError, ArtifactStore
+from iro.core.store.remote import BLOBS, RemoteArtifactStore, open_store
 
 BUCKET = "iro-test"
 # fake credentials, planted to prove that they never reach a message or a log

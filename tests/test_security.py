@@ -35,7 +35,7 @@ from iro.core.config import (
 )
 from iro.core.endpoint import Endpoint, EndpointError
 from iro.core.models import UnsafeModelError, resolve_model
-from iro.core.store import ArtifactError, ArtifactStore
+from iro.core.store.local import ArtifactError, ArtifactStore
 from iro.reward.base import RewardError
 from iro.reward.composite import WeightedSum
 from iro.reward.llm_judge import LLMJudgeReward

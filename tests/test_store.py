@@ -3,7 +3,7 @@ import json
 import pandas as pd
 import pytest
 
-from iro.core.store import ArtifactError, ArtifactStore
+from iro.core.store.local import ArtifactError, ArtifactStore
 
 
 def build_table(out):
@@ -79,7 +79,7 @@ def test_unset_optional_settings_do_not_change_ids(tmp_path):
 
 @pytest.fixture
 def fresh_code_version():
-    from iro.core.store import code_version
+    from iro.core.store.local import code_version
 
     code_version.cache_clear()
     yield

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from iro.core.fsutil import ProcessId, directory_lock
-from iro.core.store import WORK, ArtifactError, ArtifactStore
+from iro.core.store.local import WORK, ArtifactError, ArtifactStore
 
 SPAWN = multiprocessing.get_context("spawn")
 TIMEOUT = 60
@@ -120,7 +120,7 @@ def test_staging_of_a_killed_build_is_removed_and_a_live_ones_never(tmp_path, ca
             assert staging.is_dir()
     finally:
         kill(child)
-    caplog.set_level(logging.WARNING, logger="iro.core.store")
+    caplog.set_level(logging.WARNING, logger="iro.core.store.local")
     with store.run_lock("demo"):  # dead now: taking a run lock removes it, with a log line
         assert not staging.exists()
     assert f"staging left by process {child.pid}" in caplog.text
@@ -348,7 +348,7 @@ def test_disk_full_while_writing_the_manifest_leaves_nothing_partial(tmp_path, m
     def full(path, data):
         raise no_space(path)
 
-    monkeypatch.setattr("iro.core.store.atomic_write_json", full)
+    monkeypatch.setattr("iro.core.store.local.atomic_write_json", full)
     with pytest.raises(ArtifactError, match="No space left on device"):
         store.create("score", 1, {"a": 2}, [], build_table)
     assert list((tmp_path / "score").iterdir()) == [earlier.path]

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from iro.core.remote_store import RemoteArtifactStore
-from iro.core.store import ArtifactStore
-from iro.core.store_protocol import Store
+from iro.core.store.local import ArtifactStore
+from iro.core.store.protocol import Store
+from iro.core.store.remote import RemoteArtifactStore
 
 MEMBERS = sorted(name for name in vars(Store) if not name.startswith("_"))
 

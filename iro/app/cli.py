@@ -36,9 +36,9 @@ from iro.core.endpoint import EndpointError
 from iro.core.errors import OutOfMemory
 from iro.core.methods import METHODS
 from iro.core.models import ModelNotFoundError
-from iro.core.remote_store import GC_MIN_AGE_HOURS, RemoteArtifactStore, open_store
-from iro.core.store import ArtifactError
-from iro.core.store_protocol import Store
+from iro.core.store.local import ArtifactError
+from iro.core.store.protocol import Store
+from iro.core.store.remote import GC_MIN_AGE_HOURS, RemoteArtifactStore, open_store
 from iro.pipeline.plan import GPUS, build_plan
 from iro.reports.run import ReportError
 from iro.reward.base import RewardError

@@ -31,7 +31,7 @@ from iro.core.models import check_model_reference
 VALUE_MODEL_TYPE = "iro_token_value"  # valuefn.model.TokenValueConfig.model_type
 LEGACY_META = "value_model.json"  # valuefn.model.TokenValueModel.legacy_meta (older layout)
 VALUE_KIND = "token_value_model"
-MANIFEST = "manifest.json"  # iro.core.store.MANIFEST
+MANIFEST = "manifest.json"  # iro.core.store.local.MANIFEST
 
 
 class IncompatibleValueModelError(ValueError):

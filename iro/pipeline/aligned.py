@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from iro.core.config import ConfigError, check_run_name, parse_config, set_dotted_key
-from iro.core.store_protocol import Store
+from iro.core.store.protocol import Store
 from iro.pipeline.decoder import decode
 from iro.pipeline.guidance import compose
 

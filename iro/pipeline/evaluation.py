@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from iro.core.stats import interval, percent, reward_win_rate
-from iro.core.store import Artifact
+from iro.core.store.local import Artifact
 
 
 def evaluation_metrics(outputs: pd.DataFrame) -> dict[str, float]:

@@ -23,9 +23,9 @@ from iro.core.config import RunConfig
 from iro.core.data import eval_slice, iteration_slice, load_prompts
 from iro.core.fsutil import directory_lock
 from iro.core.methods import get_method
-from iro.core.remote_store import open_store
-from iro.core.store import WORK, Artifact
-from iro.core.store_protocol import Store
+from iro.core.store.local import WORK, Artifact
+from iro.core.store.protocol import Store
+from iro.core.store.remote import open_store
 from iro.pipeline import ivl
 from iro.pipeline.decoder import decode_scored
 from iro.pipeline.evaluation import evaluation_metrics

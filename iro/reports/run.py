@@ -25,8 +25,8 @@ import pandas as pd
 from iro.core.config import ReportConfig, RunConfig
 from iro.core.fsutil import atomic_write_json, atomic_write_text
 from iro.core.stats import WinRate, reward_win_rate, summarize
-from iro.core.store import Artifact
-from iro.core.store_protocol import Store
+from iro.core.store.local import Artifact
+from iro.core.store.protocol import Store
 from iro.pipeline.identity import config_slice
 from iro.reports.alpaca import run_alpaca_eval
 from iro.reports.judge import PROMPTS, judge_pairs

@@ -14,8 +14,8 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from iro.core.artifact import Artifact, ArtifactCheck, GcReport
-from iro.core.store_base import Build
+from iro.core.store.artifact import Artifact, ArtifactCheck, GcReport
+from iro.core.store.base import Build
 
 
 @runtime_checkable

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from iro.core.artifact import STORAGE_ERRNOS, ArtifactError
+from iro.core.store.artifact import STORAGE_ERRNOS, ArtifactError
 
 # storage option names whose values must never reach a log or a message
 _SECRET_NAME = re.compile(r"secret|token|password|passwd|credential|access_key|^key$", re.I)

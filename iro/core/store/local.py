@@ -16,7 +16,7 @@ next run rebuilds it. `gc` removes what no run record references, and work direc
 that no live builder holds once their artifact is published or they have lain untouched a day.
 
 What this store shares with `RemoteArtifactStore` is written once beside it: the artifact's types
-(iro.core.artifact), the manifest checks (artifact_checks), references and quarantine names
+(iro.core.store.artifact), the manifest checks (artifact_checks), references and quarantine names
 (artifact_refs), ids and `create` (store_base); `Store` (store_protocol) is the interface of both.
 """
 
@@ -38,7 +38,15 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from iro.core.artifact import (
+from iro.core.fsutil import (
+    LockBusyError,
+    ProcessId,
+    atomic_write_json,
+    directory_lock,
+    lock_holder,
+    sha256_file,
+)
+from iro.core.store.artifact import (
     ENTRY_NAME,
     MANIFEST,
     QUARANTINE,
@@ -51,22 +59,14 @@ from iro.core.artifact import (
     checked_name,
     set_aside_hint,
 )
-from iro.core.artifact_checks import first_file_problem, manifest_problem, unreadable
-from iro.core.artifact_refs import (
+from iro.core.store.base import BuildSpec, StoreBase
+from iro.core.store.checks import first_file_problem, manifest_problem, unreadable
+from iro.core.store.refs import (
     artifact_ref,
     manifest_parents,
     quarantine_name,
     referenced_closure,
 )
-from iro.core.fsutil import (
-    LockBusyError,
-    ProcessId,
-    atomic_write_json,
-    directory_lock,
-    lock_holder,
-    sha256_file,
-)
-from iro.core.store_base import BuildSpec, StoreBase
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def code_version() -> dict[str, Any]:
         package = version("iro-align")
     except PackageNotFoundError:
         package = None
-    return {"package": package, **_git_state(Path(__file__).resolve().parents[2])}
+    return {"package": package, **_git_state(Path(__file__).resolve().parents[3])}
 
 
 def _git_state(root: Path) -> dict[str, Any]:

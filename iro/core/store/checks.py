@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import Any
 
-from iro.core.artifact import MANIFEST
+from iro.core.store.artifact import MANIFEST
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import PurePath
 from typing import Any
 
-from iro.core.artifact import ENTRY_NAME, RUNS, ArtifactError
+from iro.core.store.artifact import ENTRY_NAME, RUNS, ArtifactError
 
 
 def artifact_ref(ref: str) -> tuple[str, str]:

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from iro.core.artifact import (
+from iro.core.store.artifact import (
     ENTRY_NAME,
     MANIFEST,
     QUARANTINE,
@@ -23,14 +23,14 @@ from iro.core.artifact import (
     ArtifactError,
     GcReport,
 )
-from iro.core.artifact_checks import SHA256, first_file_problem, manifest_problem
-from iro.core.artifact_refs import (
+from iro.core.store.checks import SHA256, first_file_problem, manifest_problem
+from iro.core.store.refs import (
     artifact_ref,
     manifest_parents,
     quarantine_name,
     referenced_closure,
 )
-from iro.core.remote_connection import BLOBS, RemoteConnection
+from iro.core.store.remote_connection import BLOBS, RemoteConnection
 
 log = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from iro.core.artifact import Artifact
+from iro.core.store.artifact import Artifact
 
 Build = Callable[[Path], dict[str, Any]]  # build(staging_dir) -> metrics
 

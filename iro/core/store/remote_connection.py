@@ -1,5 +1,5 @@
 """What every part of the store on a URL stands on: the filesystem, the keys of the remote layout
-(see iro.core.remote_store), the local working copy, and reading what is published.
+(see iro.core.store.remote), the local working copy, and reading what is published.
 
 `RemotePublication` and `RemoteMaintenance` extend it; `RemoteArtifactStore` is both.
 """
@@ -14,12 +14,12 @@ from typing import Any, BinaryIO
 
 import fsspec
 
-from iro.core.artifact import MANIFEST, ArtifactError
-from iro.core.artifact_checks import manifest_problem
 from iro.core.fsutil import atomic_write_text
-from iro.core.remote_errors import RemoteErrors, endpoint_of
-from iro.core.store import ArtifactStore
-from iro.core.store_base import StoreBase
+from iro.core.store.artifact import MANIFEST, ArtifactError
+from iro.core.store.base import StoreBase
+from iro.core.store.checks import manifest_problem
+from iro.core.store.local import ArtifactStore
+from iro.core.store.remote_errors import RemoteErrors, endpoint_of
 
 log = logging.getLogger(__name__)
 

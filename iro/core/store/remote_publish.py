@@ -13,11 +13,11 @@ import shutil
 from contextlib import suppress
 from pathlib import Path
 
-from iro.core.artifact import MANIFEST, Artifact, ArtifactError
-from iro.core.artifact_checks import first_file_problem, manifest_problem
 from iro.core.fsutil import ProcessId
-from iro.core.remote_connection import RemoteConnection
-from iro.core.store_base import BuildSpec
+from iro.core.store.artifact import MANIFEST, Artifact, ArtifactError
+from iro.core.store.base import BuildSpec
+from iro.core.store.checks import first_file_problem, manifest_problem
+from iro.core.store.remote_connection import RemoteConnection
 
 log = logging.getLogger(__name__)
 

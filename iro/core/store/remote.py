@@ -35,14 +35,14 @@ from contextlib import AbstractContextManager
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from iro.core.artifact import ENTRY_NAME, RUNS, checked_name
 from iro.core.config import StoreConfig
 from iro.core.fsutil import atomic_write_text
-from iro.core.remote_connection import BLOBS
-from iro.core.remote_maintenance import GC_MIN_AGE_HOURS, RemoteMaintenance
-from iro.core.remote_publish import RemotePublication
-from iro.core.store import ArtifactStore
-from iro.core.store_protocol import Store
+from iro.core.store.artifact import ENTRY_NAME, RUNS, checked_name
+from iro.core.store.local import ArtifactStore
+from iro.core.store.protocol import Store
+from iro.core.store.remote_connection import BLOBS
+from iro.core.store.remote_maintenance import GC_MIN_AGE_HOURS, RemoteMaintenance
+from iro.core.store.remote_publish import RemotePublication
 
 __all__ = [
     "BLOBS",
