@@ -44,7 +44,7 @@ def value_rows(count: int = 8) -> datasets.Dataset:
     """One response per row, targets spread over [-1, 1]."""
     return datasets.Dataset.from_dict(
         {
-            "prompt": ["the document"] * count,
+            "prompt_text": ["the document"] * count,
             "responses": [[r] for r in RESPONSES[:count]],
             "ended": [[i % 3 != 0] for i in range(count)],
             "targets": [[-1.0 + 2.0 * i / (count - 1)] for i in range(count)],

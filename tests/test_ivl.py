@@ -31,7 +31,7 @@ PROMPTS = ["the function returns a list", "this method", "the file is data of th
 
 def demonstrations() -> datasets.Dataset:
     return datasets.Dataset.from_dict(
-        {"prompt": [p for p, _ in DEMOS], "response": [r for _, r in DEMOS]}
+        {"prompt_text": [p for p, _ in DEMOS], "response": [r for _, r in DEMOS]}
     )
 
 
@@ -75,7 +75,9 @@ def train_tiny_residual(lm_path: Path, tmp_path: Path, connection: str = "logits
 
 def demo_nll(base, tokenizer, residual: ResidualValueNetwork | None) -> float:
     """Mean NLL of the DEMOS' response tokens under base (+ residual on the same token ids)."""
-    batch = DemonstrationCollator(tokenizer, 64)([{"prompt": p, "response": r} for p, r in DEMOS])
+    batch = DemonstrationCollator(tokenizer, 64)(
+        [{"prompt_text": p, "response": r} for p, r in DEMOS]
+    )
     with torch.no_grad():
         base_logits = base(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
@@ -206,7 +208,7 @@ def test_training_the_base_object_itself_leaves_it_unchanged(tiny_lm, tiny_token
 
 
 def test_training_refuses_empty_data(tiny_lm, tiny_tokenizer, tmp_path):
-    empty = datasets.Dataset.from_dict({"prompt": [], "response": []})
+    empty = datasets.Dataset.from_dict({"prompt_text": [], "response": []})
     residual = ResidualValueNetwork.from_causal_lm(str(tiny_lm), 1)
     with pytest.raises(ValueError, match="no demonstrations"):
         train_residual(
@@ -215,7 +217,7 @@ def test_training_refuses_empty_data(tiny_lm, tiny_tokenizer, tmp_path):
 
 
 def test_training_names_missing_columns(tiny_lm, tiny_tokenizer, tmp_path):
-    rows = datasets.Dataset.from_dict({"prompt": ["the list"], "completion": ["a value"]})
+    rows = datasets.Dataset.from_dict({"prompt_text": ["the list"], "completion": ["a value"]})
     residual = ResidualValueNetwork.from_causal_lm(str(tiny_lm), 1)
     with pytest.raises(ValueError, match=r"lack columns \['response'\]"):
         train_residual(

@@ -55,7 +55,7 @@ def test_an_empty_response_has_one_state_valued_at_its_reward():
 def packed_row(**extra) -> datasets.Dataset:
     return datasets.Dataset.from_dict(
         {
-            "prompt": ["the list"],
+            "prompt_text": ["the list"],
             "responses": [["returns a value", "one"]],
             "ended": [[True, False]],
             "targets": [[0.5, -1.0]],

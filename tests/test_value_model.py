@@ -25,7 +25,7 @@ def rows(*examples):
     full = [(*e, 1.0) if len(e) == 4 else e for e in examples]
     return datasets.Dataset.from_dict(
         {
-            "prompt": [e[0] for e in full],
+            "prompt_text": [e[0] for e in full],
             "responses": [[e[1]] for e in full],
             "ended": [[e[2]] for e in full],
             "targets": [[e[3]] for e in full],
@@ -80,7 +80,7 @@ def test_packed_responses_see_the_prompt_and_themselves_only(tiny_tokenizer):
 
     row = datasets.Dataset.from_dict(
         {
-            "prompt": ["the list"],
+            "prompt_text": ["the list"],
             "responses": [["returns a value", "one"]],
             "ended": [[True, False]],
             "targets": [[0.5, -1.0]],
@@ -102,7 +102,7 @@ def test_with_a_prior_only_its_states_are_trained_on_the_residual(tiny_tokenizer
 
     row = datasets.Dataset.from_dict(
         {
-            "prompt": ["the list"],
+            "prompt_text": ["the list"],
             "responses": [["returns a value", "one"]],
             "ended": [[True, False]],
             "targets": [[0.5, -1.0]],
@@ -132,7 +132,7 @@ def test_a_packed_row_gives_each_response_the_values_it_has_alone(tiny_lm, tiny_
         [True, False, True],
     )
     row = datasets.Dataset.from_dict(
-        {"prompt": [prompt], "responses": [responses], "ended": [ended],
+        {"prompt_text": [prompt], "responses": [responses], "ended": [ended],
          "targets": [[0.0] * 3], "weights": [[1.0] * 3]}
     )  # fmt: skip
     batch = ValueCollator(tiny_tokenizer, max_length=64)(list(row))
@@ -399,7 +399,7 @@ def test_packed_training_in_bf16_fits_and_ranks(tiny_lm, tiny_tokenizer, tmp_pat
     model = TokenValueModel.from_causal_lm(str(tiny_lm))
     packed = datasets.Dataset.from_dict(
         {
-            "prompt": ["the document"] * 8,
+            "prompt_text": ["the document"] * 8,
             "responses": [["returns a value", "list of file path"]] * 8,
             "ended": [[True, True]] * 8,
             "targets": [[1.0, -1.0]] * 8,
@@ -492,7 +492,7 @@ def test_training_on_a_prior_standardises_the_residuals(tiny_lm, tiny_tokenizer,
         model,
         datasets.Dataset.from_dict(
             {
-                "prompt": ["a"], "responses": [["b", "c"]], "ended": [[True, True]],
+                "prompt_text": ["a"], "responses": [["b", "c"]], "ended": [[True, True]],
                 "targets": [[1.0, 1.0]], "weights": [[1.0, 1.0]],
                 "prior_states": [[[1, 2], [1]]], "prior_values": [[[0.0, 1.0], [0.5]]],
             }

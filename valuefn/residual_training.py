@@ -34,7 +34,7 @@ from iro.valuefn.residual import Connection, ResidualValueNetwork, guided_log_pr
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ("prompt", "response")  # the prompt already rendered as the model reads it
+COLUMNS = ("prompt_text", "response")  # the prompt as the policy reads it
 
 
 @dataclass
@@ -76,7 +76,7 @@ class DemonstrationCollator:
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         pairs = [
-            encode_pair(self.tokenizer, r["prompt"], r["response"], True, self.max_length)
+            encode_pair(self.tokenizer, r["prompt_text"], r["response"], True, self.max_length)
             for r in rows
         ]
         input_ids, attention_mask = right_pad([p.input_ids for p in pairs], self.pad_id)

@@ -1,7 +1,7 @@
 """The value-training row, shared by what builds rows (`valuefn.targets`, `valuefn.td`) and what
 reads them (`valuefn.training`).
 
-One row is a prompt and the candidate responses that continue it, each with the target it
+One row is a prompt (`prompt_text`, as the policy read it) and the candidate responses that continue it, each with the target it
 regresses to and its loss weight (lists of equal length). Packing a prompt's candidates into one
 row lets the trainer read the prompt once for all of them.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-COLUMNS = ("prompt", "responses", "ended", "targets", "weights")
+COLUMNS = ("prompt_text", "responses", "ended", "targets", "weights")
 # Optional, per response: the states t (response tokens read) where a prior is known, and its
 # values there. Without them (or with empty lists) every state regresses to the target.
 PRIOR_COLUMNS = ("prior_states", "prior_values")

@@ -78,7 +78,7 @@ def value_rows(
     states, values = priors if priors is not None else ([[]] * len(table), [[]] * len(table))
     frame = pd.DataFrame(
         {
-            "prompt": table["prompt_text"],
+            "prompt_text": table["prompt_text"],
             "responses": table["response"],
             "ended": table["ended"].astype(bool),
             "targets": response_targets(table, target).astype(float),
@@ -88,7 +88,7 @@ def value_rows(
         }
     )
     if pack:
-        frame = frame.groupby("prompt", sort=False).agg(list).reset_index()
+        frame = frame.groupby("prompt_text", sort=False).agg(list).reset_index()
     else:
         frame = frame.assign(
             **{c: frame[c].map(lambda v: [v]) for c in (*COLUMNS[1:], *PRIOR_COLUMNS)}

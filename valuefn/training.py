@@ -72,7 +72,9 @@ class ValueCollator:
 
     def __call__(self, rows: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         groups = [
-            encode_group(self.tokenizer, r["prompt"], r["responses"], r["ended"], self.max_length)
+            encode_group(
+                self.tokenizer, r["prompt_text"], r["responses"], r["ended"], self.max_length
+            )
             for r in rows
         ]
         ids, positions, segments = [], [], []

@@ -76,7 +76,7 @@ def train(cfg: RunConfig, out_dir: Path) -> dict[str, float]:
     frame = demonstrations(cfg)
     rows = datasets.Dataset.from_dict(
         {
-            "prompt": render_prompts(tokenizer, cfg.data, frame["prompt"].tolist()),
+            "prompt_text": render_prompts(tokenizer, cfg.data, frame["prompt"].tolist()),
             "response": frame["reference"].tolist(),
         }
     )
