@@ -29,6 +29,27 @@ def test_unreachable_endpoint_is_retried_then_named(tiny_tokenizer):
         engine.continue_batch([ContinuationRequest((3, 4), 2, 4, seed=0)], SamplingSettings())
 
 
+def test_the_failure_names_only_settings_the_config_has(tiny_lm, monkeypatch):
+    """The engine is built from a config as a run builds it; every `policy.endpoint.X` its error
+    names is a key the schema accepts, and the backoff it reports is the configured one."""
+    import re
+
+    from iro.core.engines import factory
+
+    url = f"http://127.0.0.1:{closed_port()}/v1"
+    endpoint = {"base_url": url, "model": "m", "max_retries": 1, "retry_delay_s": 0.01}
+    cfg = parse_config(
+        {"policy": {"model": str(tiny_lm), "engine": "openai", "endpoint": endpoint}}
+    )
+    monkeypatch.setattr(factory, "_ENGINES", {})
+    engine = factory.get_engine(cfg.policy, None, 0)
+    with pytest.raises(EndpointError) as err:
+        engine.continue_batch([ContinuationRequest((3, 4), 2, 4, seed=0)], SamplingSettings())
+    named = set(re.findall(r"policy\.endpoint\.([a-z_]+)", str(err.value)))
+    assert named and named <= set(type(cfg.policy.endpoint).model_fields), named
+    assert "backoff from 0.01 s" in str(err.value)
+
+
 def test_engine_and_endpoint_must_agree():
     with pytest.raises(ConfigError, match=r"policy\.endpoint is required with engine: openai"):
         parse_config({"policy": {"engine": "openai"}})

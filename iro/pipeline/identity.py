@@ -117,6 +117,7 @@ NOT_CONTENT = (
     "policy.endpoint.api_key_env",
     "policy.endpoint.timeout_s",
     "policy.endpoint.max_retries",
+    "policy.endpoint.retry_delay_s",
     "policy.endpoint.concurrency",
     "reward.batch_size",
     "search.max_candidates",  # a guard on w*k, checked when the config loads

@@ -19,6 +19,9 @@ class EndpointConfig(Section):
     supports_top_k: bool = Field(True, description="send top_k (vLLM servers accept it)")
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(4, ge=0)
+    retry_delay_s: float = Field(
+        0.5, gt=0, description="the first retry's wait; each later one waits twice as long"
+    )
     concurrency: int = Field(8, ge=1)
 
 

@@ -55,6 +55,7 @@ def _openai_engine(policy: PolicyConfig, model_path: str) -> Engine:
         supports_top_k=endpoint.supports_top_k,
         timeout_s=endpoint.timeout_s,
         max_retries=endpoint.max_retries,
+        retry_delay_s=endpoint.retry_delay_s,
         concurrency=endpoint.concurrency,
     )
 
