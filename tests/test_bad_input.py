@@ -182,10 +182,18 @@ def test_eval_prompts_beyond_the_split_or_zero(tmp_path):
     assert check_prompt_counts(cfg, 1, evaluate=False) == {"train": 284}
 
 
-def test_a_prompt_longer_than_the_context_is_refused_before_sampling(tiny_lm):
+def test_a_prompt_longer_than_the_context_is_refused_before_the_engine_starts(
+    tiny_lm, monkeypatch
+):
     # the check lives in iro/pipeline/generation.py; on the transformers engine and a tiny model
+    from iro.pipeline import generation
     from iro.pipeline.execution import generate
     from iro.pipeline.methods import rollout_settings
+
+    def no_engine(*args, **kwargs):
+        raise AssertionError("the engine started before the prompts were checked")
+
+    monkeypatch.setattr(generation, "get_engine", no_engine)
 
     cfg = parse_config(
         {
