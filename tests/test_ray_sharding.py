@@ -6,6 +6,7 @@ installing Ray, with cold caches, ~45 s), so these stay in the fast set."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 import torch
 
 from iro.core.config import ConfigError, RayConfig, RunConfig, parse_config
-from iro.pipeline import sharding
+from iro.pipeline import execution, generation, scoring, sharding
 from iro.pipeline.execution import generate, score_rows
 from iro.valuefn.model import TokenValueModel
 from iro.valuefn.search import SearchSettings
@@ -57,12 +58,31 @@ def config(
     )
 
 
+@contextlib.contextmanager
+def only_actors_can_work():
+    """In this (the driver's) process, generating or scoring a table raises: a table made under
+    it came from the Ray actors, which import the real functions in their own processes."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the driver generated or scored rows itself")
+
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (execution, generation):
+            patch.setattr(module, "generate_shard", refuse)
+        for module in (execution, scoring):
+            patch.setattr(module, "score_table", refuse)
+        yield
+
+
 def both_ways(
     model: Path, prompts: pd.DataFrame = PROMPTS, workers: int = 2, value_dirs=(), **kwargs
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(the single-process table, the sharded one) for the same seed."""
+    """(the single-process table, the sharded one, made by the actors) for the same seed."""
     single = generate(config(model), prompts, CHUNKED, value_dirs, 11, **kwargs)
-    sharded = generate(config(model, workers=workers), prompts, CHUNKED, value_dirs, 11, **kwargs)
+    with only_actors_can_work():
+        sharded = generate(
+            config(model, workers=workers), prompts, CHUNKED, value_dirs, 11, **kwargs
+        )
     return single, sharded
 
 
@@ -127,7 +147,8 @@ def test_reward_scoring_merges_into_the_single_process_table(ray_cluster, tiny_l
     reward = {"components": [{"type": "embedding_similarity"}, *LENGTH], "batch_size": 3}
     assert sharding.shard_bounds(len(table), 2, 3)[0] == (0, 12)  # 4 of the 7 calls, then 3
     single = score_rows(config(tiny_lm, reward=reward), table)
-    sharded = score_rows(config(tiny_lm, reward=reward, workers=2), table)
+    with only_actors_can_work():
+        sharded = score_rows(config(tiny_lm, reward=reward, workers=2), table)
     assert single["reward_embedding_similarity"].nunique() > 1
     pd.testing.assert_frame_equal(sharded, single)
 
