@@ -7,12 +7,14 @@ a staging directory must survive what a real second process, or a kill -9, does 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
 import multiprocessing
 import os
 import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -293,20 +295,33 @@ def test_a_directory_without_manifest_in_the_way_is_named_not_built_over(tmp_pat
 # -- a full or unwritable store --
 
 
+@contextlib.contextmanager
+def unwritable(directory: Path):
+    """`directory` read-only for this account. Permissions do not bind root, so as root the
+    directory is also made immutable (chattr +i), which binds every account."""
+    directory.chmod(0o555)
+    immutable = False
+    try:
+        if os.access(directory, os.W_OK):
+            immutable = subprocess.run(["chattr", "+i", str(directory)]).returncode == 0
+            if not immutable:
+                pytest.skip("root writes into read-only directories and chattr +i is refused")
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(directory)], check=True)
+        directory.chmod(0o755)
+
+
 def test_a_read_only_store_gives_a_clear_error_and_keeps_earlier_artifacts(tmp_path):
     store = ArtifactStore(tmp_path)
     earlier = store.create("score", 1, {"a": 1}, [], build_table)
     stage_dir = tmp_path / "score"
-    stage_dir.chmod(0o555)
-    try:
-        if os.access(stage_dir, os.W_OK):
-            pytest.skip("this account (root) writes into read-only directories")
-        with pytest.raises(
-            ArtifactError, match=f"cannot write to the artifact store at {stage_dir}"
-        ):
-            store.create("score", 1, {"a": 2}, [], build_table)
-    finally:
-        stage_dir.chmod(0o755)
+    with (
+        unwritable(stage_dir),
+        pytest.raises(ArtifactError, match=f"cannot write to the artifact store at {stage_dir}"),
+    ):
+        store.create("score", 1, {"a": 2}, [], build_table)
     assert store.load(earlier.path).table()["x"].tolist() == [1, 2, 3]
     assert list(stage_dir.iterdir()) == [earlier.path]
 
