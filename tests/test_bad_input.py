@@ -182,9 +182,7 @@ def test_eval_prompts_beyond_the_split_or_zero(tmp_path):
     assert check_prompt_counts(cfg, 1, evaluate=False) == {"train": 284}
 
 
-def test_a_prompt_longer_than_the_context_is_refused_before_the_engine_starts(
-    tiny_lm, monkeypatch
-):
+def test_a_prompt_longer_than_the_context_is_refused_before_the_engine_starts(tiny_lm, monkeypatch):
     # the check lives in iro/pipeline/generation.py; on the transformers engine and a tiny model
     from iro.pipeline import generation
     from iro.pipeline.execution import generate
