@@ -162,3 +162,13 @@ def test_a_beta_list_needs_a_beta_per_iteration():
         1.0,
         2.0,
     ]
+
+
+def test_a_method_run_is_named_after_the_config_and_takes_its_settings():
+    from iro.pipeline.methods import VAS_RUN_SETTINGS, method_run_config
+
+    vas = method_run_config("configs/demo.yaml", None, {"seed": 7}, "vas")
+    assert vas.run_name == "demo-vas" and vas.seed == 7
+    assert vas.decode.mode == VAS_RUN_SETTINGS["decode.mode"] and vas.iterations == 1
+    assert method_run_config("configs/demo.yaml", "mine", None, "ivl").run_name == "mine"
+    assert method_run_config("configs/demo.yaml", None, None, "run").run_name == "demo"

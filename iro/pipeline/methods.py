@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from iro.core.config import RunConfig, load_config
+from iro.core.config import RunConfig, check_run_name, load_config
 from iro.core.engines.base import SamplingSettings
 from iro.core.methods import get_method
 from iro.valuefn.search import SearchSettings
@@ -65,10 +65,12 @@ def method_run_config(
     ivl), named `run_name` if given, else for vas and ivl the config's run name with
     `-<method>`, so that a method's run records do not mix with the IRO run of the config."""
     settings = {**(VAS_RUN_SETTINGS if method == "vas" else {}), **(overrides or {})}
-    cfg = load_config(path, {**settings, **({"run_name": run_name} if run_name else {})})
+    if run_name:
+        settings["run_name"] = run_name
+    cfg = load_config(path, settings)
     if run_name or method == "run":
         return cfg
-    return RunConfig.model_validate({**cfg.model_dump(), "run_name": f"{cfg.run_name}-{method}"})
+    return cfg.model_copy(update={"run_name": check_run_name(f"{cfg.run_name}-{method}")})
 
 
 def guided_method(cfg: RunConfig) -> str:
