@@ -232,7 +232,7 @@ def test_two_processes_train_as_one_with_the_batch_of_both(tiny_lm, tmp_path):
     again = train_value(
         processes_config(tiny_lm, 2, 2), TABLE, None, tmp_path / "again", tmp_path / "w2"
     )
-    assert again["resumed_from_step"] == 4 and again["steps"] == 4
+    assert (again["resumed_from_step"], again["steps_run"], again["steps"]) == (4, 0, 4)
     resumed = TokenValueModel.load(tmp_path / "again").state_dict()
     for name, weight in two.items():
         torch.testing.assert_close(resumed[name], weight, rtol=0, atol=0, msg=name)

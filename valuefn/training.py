@@ -30,7 +30,7 @@ import datasets
 import numpy as np
 import torch
 from torch import nn
-from transformers import PrinterCallback, Trainer
+from transformers import PrinterCallback, Trainer, TrainerCallback
 from trl import RewardConfig
 
 from iro.valuefn.encoding import encode_group
@@ -151,6 +151,23 @@ def disable_dropout(model: nn.Module) -> None:
             module.p = 0.0
 
 
+class SessionSteps(TrainerCallback):
+    """What one `train()` call did, observed from the trainer rather than inferred from a
+    checkpoint's name: the global step and the optimizer's step count it started from (both
+    restored from the checkpoint on a resume, 0 on a fresh start) and the steps it ran."""
+
+    def __init__(self) -> None:
+        self.started_at = self.optimizer_started_at = self.ran = 0
+
+    def on_train_begin(self, args, state, control, optimizer=None, **kwargs):
+        self.started_at = state.global_step
+        steps = [s["step"] for s in optimizer.state.values() if "step" in s] if optimizer else []
+        self.optimizer_started_at = int(max(steps)) if steps else 0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.ran += 1
+
+
 class ValueTrainer(Trainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -239,12 +256,6 @@ def resumable_checkpoint(output_dir: str | Path) -> Path | None:
     return newest
 
 
-def _session_loss(result, resumed_at: int) -> float:
-    """The trainer's mean loss, NaN when a resumed training had no step left to run."""
-    trained = result.global_step - resumed_at
-    return float(result.training_loss) if trained > 0 else float("nan")
-
-
 def train_value_model(
     model: TokenValueModel,
     tokenizer,
@@ -285,9 +296,10 @@ def train_value_model(
     )
     with args.main_process_first(local=False, desc="pruning value-training checkpoints"):
         checkpoint = resumable_checkpoint(args.output_dir) if resume else None
-    resumed_at = _checkpoint_step(checkpoint) if checkpoint else 0
     if checkpoint is not None:
         log.info("value training resumes from %s", checkpoint)
+    session = SessionSteps()
+    trainer.add_callback(session)
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     model.merge_lora()
     model.eval()
@@ -295,13 +307,16 @@ def train_value_model(
     log.info(
         "value model trained: %d steps (%d before resuming), %.0f s, loss %.3f -> %.3f "
         "(a constant scores 0.5)",
-        result.global_step, resumed_at, result.metrics["train_runtime"],
+        result.global_step, session.started_at, result.metrics["train_runtime"],
         losses[0] if losses else float("nan"), losses[-1] if losses else float("nan"),
     )  # fmt: skip
     return {
         # the trainer averages over the steps this call trained: after resuming, only the rest
-        "train_loss": _session_loss(result, resumed_at),
-        "resumed_from_step": float(resumed_at),
+        # (NaN when a resumed training had no step left to run)
+        "train_loss": float(result.training_loss) if session.ran else float("nan"),
+        "resumed_from_step": float(session.started_at),
+        "optimizer_resumed_from_step": float(session.optimizer_started_at),
+        "steps_run": float(session.ran),
         "first_logged_loss": losses[0] if losses else float("nan"),
         "last_logged_loss": losses[-1] if losses else float("nan"),
         "steps": float(result.global_step),
