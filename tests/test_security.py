@@ -10,17 +10,20 @@
 from __future__ import annotations
 
 import ast
+import base64
 import inspect
 import json
 import logging
 import os
 import re
 import shutil
+import tempfile
 import traceback
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from iro.app import server
 from iro.app.cli import build_parser, main
@@ -35,12 +38,17 @@ from iro.core.config import (
 )
 from iro.core.endpoint import Endpoint, EndpointError
 from iro.core.models import UnsafeModelError, resolve_model
-from iro.core.store.local import ArtifactError, ArtifactStore
+from iro.core.store.local import Artifact, ArtifactError, ArtifactStore
+from iro.pipeline.evaluation import eval_row, rows_as_dicts
+from iro.pipeline.methods import guided_method, method_label
+from iro.pipeline.runner import Pipeline
+from iro.reports.run import build_report
 from iro.reward.base import RewardError
 from iro.reward.composite import WeightedSum
 from iro.reward.llm_judge import LLMJudgeReward
-from iro.reward.openai_client import ChatClient
-from tests.http_stub import json_reply, stub_server
+from iro.reward.openai_client import ChatClient, resolve_api_key
+from tests.http_stub import chat_completion, json_reply, stub_server
+from tests.test_remote_faults import judge_reward, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("iro", "reward", "valuefn", "tasks", "flows")
@@ -315,6 +323,145 @@ def test_no_key_reaches_the_config_manifests_run_records_or_check_output(
     record = json.loads((store.run_dir("keys") / "iteration-1.json").read_text())
     assert record["config"]["policy"]["endpoint"]["api_key_env"] == "ENDPOINT_KEY"
     assert KEY not in caplog.text
+
+
+def key_forms(key: str) -> dict[str, bytes]:
+    """The ways a key is written into a file: as is, JSON-escaped, and base64 (standard and
+    URL-safe) wherever it starts in the encoded text, as in `Authorization: Basic ...`."""
+    raw = key.encode()
+    forms = {"as is": raw, "JSON-escaped": json.dumps(key)[1:-1].encode()}
+    for name, encode in (
+        ("base64", base64.b64encode),
+        ("url-safe base64", base64.urlsafe_b64encode),
+    ):
+        for offset in range(3):  # the key after `offset` bytes of a 3-byte group
+            first = -(-8 * offset // 6)  # the first character holding no bit of those bytes
+            end = 8 * (offset + len(raw)) // 6  # past the last one made of key bits only
+            forms[f"{name} at offset {offset}"] = encode(bytes(offset) + raw)[first:end]
+    return forms
+
+
+def holding_the_key(key: str, texts: dict[str, bytes]) -> list[str]:
+    """`<name>: <form>` for each text holding a form of `key`."""
+    forms = key_forms(key)
+    return [
+        f"{name}: {form}" for name, text in texts.items() for form, b in forms.items() if b in text
+    ]
+
+
+def every_file(root: Path) -> dict[str, bytes]:
+    """Each file under `root` (hidden ones included) by its relative path: its bytes, and for a
+    parquet table also its decoded rows, which its pages may hold compressed."""
+    import pyarrow.parquet as pq
+
+    files = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        text = path.read_bytes()
+        if path.suffix == ".parquet":
+            text += str(pq.read_table(path).to_pylist()).encode()
+        files[path.relative_to(root).as_posix()] = text
+    return files
+
+
+def judge_requiring(key: str):
+    """An OpenAI-compatible judge answering only requests that send `key` (401 otherwise):
+    ratings ("7") for the reward, verdicts ("Preferred: A") for the report's pairwise judge.
+    `authorizations` lists each request's (kind, Authorization header)."""
+
+    def respond(handler, request):
+        pairwise = "Preferred:" in request["messages"][0]["content"]
+        auth = handler.headers.get("Authorization", "")
+        with handler.server.lock:
+            handler.server.authorizations.append(("pairwise" if pairwise else "reward", auth))
+        if auth != f"Bearer {key}":
+            return json_reply({"error": {"message": "invalid api key"}}, 401)
+        answer = "Comparison: A is shorter.\nPreferred: A" if pairwise else "7"
+        return json_reply(chat_completion(answer, model="judge"))
+
+    return stub_server(respond, authorizations=[])
+
+
+def run_and_report(config: Path) -> Artifact:
+    """What `iro run` then `iro report` do (flows/pipeline.py, baselines.py, iteration.py,
+    report.py: same stages, run lock, run records and key lookup), without Prefect."""
+    cfg = load_config(config)
+    check_run_inputs(cfg, cfg.iterations, cfg.eval.enabled)
+    pipeline = Pipeline(cfg)
+    store = pipeline.store
+    with store.run_lock(cfg.run_name):
+        rows = [
+            eval_row(method_label(m, cfg), pipeline.evaluate(m, [])) for m in cfg.eval.baselines
+        ]
+        values = []
+        for k in range(1, cfg.iterations + 1):
+            artifacts = pipeline.iteration(k, values)
+            values.append(artifacts["value"])
+            method = guided_method(cfg)
+            rows.append(eval_row(method_label(method, cfg, k), pipeline.evaluate(method, values)))
+            record = {
+                "config": cfg.model_dump(),
+                "artifacts": {stage: str(a.path) for stage, a in artifacts.items()},
+                "metrics": {stage: a.metrics for stage, a in artifacts.items()},
+            }
+            store.record_run_step(cfg.run_name, f"iteration-{k}", record)
+        evaluation = {"config": cfg.model_dump(), "evaluation": rows_as_dicts(rows)}
+        store.record_run_step(cfg.run_name, "evaluation", evaluation)
+    api_key = resolve_api_key(cfg.report.judge.api_key_env)
+    return build_report(store, cfg.run_name, cfg.report, api_key)
+
+
+def test_a_real_run_and_its_report_leave_no_key_in_any_file_or_log(
+    tmp_path, tiny_lm, monkeypatch, caplog, capfd
+):
+    """A tiny run whose reward is an LLM judge, and its win-rate report with a pairwise judge,
+    both behind a stub that answers only requests carrying the planted key, read from the
+    environment variables the config names. Afterwards no form of the key (`key_forms`) is in
+    any file under the test's directory (the store with its hidden staging and work directories
+    and run records, the config, the working directory and the temporary directory the run
+    used) nor in anything logged or printed, at any level."""
+    caplog.set_level(logging.DEBUG)  # every logger, the openai and httpx clients' included
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # only the variables the config names
+    monkeypatch.setenv("IRO_REWARD_JUDGE_KEY", KEY)
+    monkeypatch.setenv("IRO_REPORT_JUDGE_KEY", KEY)
+    for directory in ("tmp", "cwd"):
+        (tmp_path / directory).mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.chdir(tmp_path / "cwd")
+    with judge_requiring(KEY) as judge:
+        reward = judge_reward(judge.url)
+        reward[0]["options"]["api_key_env"] = "IRO_REWARD_JUDGE_KEY"
+        settings = tiny_config(tmp_path, tiny_lm, reward) | {
+            "run_name": "leak",
+            "search": {"beams": 2, "children": 2, "chunk_tokens": 3},
+            "eval": {"baselines": ["base"]},
+            "report": {
+                "baseline": "reference",
+                "pairwise_judge": "summary",
+                "judge": {"model": "judge", "base_url": judge.url, "max_retries": 0,
+                          "api_key_env": "IRO_REPORT_JUDGE_KEY"},
+            },
+        }  # fmt: skip
+        config = tmp_path / "run.yaml"
+        config.write_text(yaml.safe_dump(settings))
+        report = run_and_report(config)
+
+    # the key was really used: every request of both judges sent it, and was answered
+    kinds = [kind for kind, _ in judge.authorizations]
+    assert {auth for _, auth in judge.authorizations} == {f"Bearer {KEY}"}
+    print(kinds.count("reward"), kinds.count("pairwise"), judge.hits)
+    assert report.metrics["judge_requests"] == 8 and report.metrics["judge_request_failures"] == 0
+    files = every_file(tmp_path)
+    assert {"store/runs/leak/iteration-1.json", "store/runs/leak/report.json"} <= set(files)
+    assert len([n for n in files if n.endswith("manifest.json")]) == 7  # 4 stages, 2 evals, report
+    printed = capfd.readouterr()
+    said = {
+        "log records": caplog.text.encode(),
+        "stdout": printed.out.encode(),
+        "stderr": printed.err.encode(),
+    }
+    assert b"building score artifact" in said["log records"]
+    print(f"searched {len(files)} files:", " ".join(files))
+    assert holding_the_key(KEY, files | said) == []
 
 
 def test_a_key_written_where_its_variable_name_goes_is_refused_unechoed(tmp_path, capsys):
