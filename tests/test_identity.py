@@ -12,6 +12,7 @@ import typing
 from typing import Any, Literal
 
 import pytest
+import torch
 from pydantic import BaseModel
 
 from iro.core.config import RunConfig, parse_config, set_dotted_key
@@ -203,3 +204,15 @@ def test_td_settings_count_only_with_td_targets():
     td = parse_config({"value": {"target": "td_lambda"}})
     td_other = parse_config({"value": {"target": "td_lambda", "td": {"trace_decay": 0.5}}})
     assert "value" in _changed_stages(td, td_other)
+
+
+def test_a_search_sharded_over_ray_records_the_workers_device():
+    on_gpus = parse_config({"ray": {"workers": 2, "gpus_per_worker": 1}})
+    on_cpus = parse_config({"ray": {"workers": 2}})
+    local = "cuda" if torch.cuda.is_available() else "cpu"
+    for stage in ("sample_rollout", "guided_rollout", "eval-iro", "eval-bon"):
+        assert config_slice(on_gpus, stage)["device"] == "cuda", stage
+        assert config_slice(on_cpus, stage)["device"] == "cpu", stage
+    # value training and token-level decoding run in this process, whatever the workers have
+    for stage in ("value", "eval-vas"):
+        assert config_slice(on_gpus, stage)["device"] == local, stage

@@ -187,7 +187,8 @@ def config_slice(cfg: RunConfig, stage: str, value_models: int | None = None) ->
 
     Settings are recorded as used: the engine resolved, value.beta as the betas of the
     `value_models` value models that guide (beta_3 does not change what V_1, V_2 produce), and
-    the device that generates and trains (a GPU's samples and weights differ from a CPU's).
+    the device that generates and trains (a GPU's samples and weights differ from a CPU's; under
+    Ray, the workers' device).
     """
     reads = STAGE_READS[stage]
     leaves = _leaves(cfg.model_dump(mode="json"))
@@ -203,5 +204,21 @@ def config_slice(cfg: RunConfig, stage: str, value_models: int | None = None) ->
     if "value.beta" in chosen and value_models is not None:
         chosen["value.beta"] = cfg.value.betas(value_models)
     if stage not in ("score", "reweight", "report"):
-        chosen["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+        chosen["device"] = _device(cfg, stage)
     return chosen
+
+
+# Stages whose generation runs the chunk search, which ray.workers > 1 shards over Ray actors.
+SEARCH_STAGES = {
+    "sample_rollout",
+    "guided_rollout",
+    *(f"eval-{name}" for name, method in METHODS.items() if method.runs_on == "search"),
+}
+
+
+def _device(cfg: RunConfig, stage: str) -> str:
+    """Where the stage computes: the Ray workers' device for a sharded search (a GPU each when
+    ray.gpus_per_worker > 0), else this process's."""
+    if stage in SEARCH_STAGES and cfg.ray.workers > 1:
+        return "cuda" if cfg.ray.gpus_per_worker > 0 else "cpu"
+    return "cuda" if torch.cuda.is_available() else "cpu"
