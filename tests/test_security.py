@@ -382,8 +382,9 @@ def judge_requiring(key: str):
 
 
 def run_and_report(config: Path) -> Artifact:
-    """What `iro run` then `iro report` do (flows/pipeline.py, baselines.py, iteration.py,
-    report.py: same stages, run lock, run records and key lookup), without Prefect."""
+    """What `iro run` then `iro report` do without Prefect (flows/pipeline.py, baselines.py,
+    iteration.py, report.py): the same stages under the run lock, run records holding the whole
+    config and the stages' metrics, and the report's key read from the variable its config names."""
     cfg = load_config(config)
     check_run_inputs(cfg, cfg.iterations, cfg.eval.enabled)
     pipeline = Pipeline(cfg)
@@ -401,7 +402,8 @@ def run_and_report(config: Path) -> Artifact:
             record = {
                 "config": cfg.model_dump(),
                 "artifacts": {stage: str(a.path) for stage, a in artifacts.items()},
-                "metrics": {stage: a.metrics for stage, a in artifacts.items()},
+                "reweight": artifacts["reweight"].metrics,
+                "value_training": artifacts["value"].metrics,
             }
             store.record_run_step(cfg.run_name, f"iteration-{k}", record)
         evaluation = {"config": cfg.model_dump(), "evaluation": rows_as_dicts(rows)}
@@ -448,7 +450,7 @@ def test_a_real_run_and_its_report_leave_no_key_in_any_file_or_log(
     # the key was really used: every request of both judges sent it, and was answered
     kinds = [kind for kind, _ in judge.authorizations]
     assert {auth for _, auth in judge.authorizations} == {f"Bearer {KEY}"}
-    print(kinds.count("reward"), kinds.count("pairwise"), judge.hits)
+    assert kinds.count("reward") >= 4 and kinds.count("pairwise") == 8  # 2 methods x 2 prompts x 2
     assert report.metrics["judge_requests"] == 8 and report.metrics["judge_request_failures"] == 0
     files = every_file(tmp_path)
     assert {"store/runs/leak/iteration-1.json", "store/runs/leak/report.json"} <= set(files)
