@@ -19,8 +19,10 @@ import re
 import shutil
 import tempfile
 import traceback
+from contextlib import AbstractContextManager
 from pathlib import Path
 
+import datasets.config
 import pytest
 import torch
 import yaml
@@ -47,7 +49,7 @@ from iro.reward.base import RewardError
 from iro.reward.composite import WeightedSum
 from iro.reward.llm_judge import LLMJudgeReward
 from iro.reward.openai_client import ChatClient, resolve_api_key
-from tests.http_stub import chat_completion, json_reply, stub_server
+from tests.http_stub import StubServer, chat_completion, json_reply, stub_server
 from tests.test_remote_faults import judge_reward, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -342,11 +344,10 @@ def key_forms(key: str) -> dict[str, bytes]:
 
 
 def holding_the_key(key: str, texts: dict[str, bytes]) -> list[str]:
-    """`<name>: <form>` for each text holding a form of `key`."""
+    """`<name> (<forms>)` for each text holding a form of `key`."""
     forms = key_forms(key)
-    return [
-        f"{name}: {form}" for name, text in texts.items() for form, b in forms.items() if b in text
-    ]
+    found = {name: [f for f, b in forms.items() if b in text] for name, text in texts.items()}
+    return [f"{name} ({', '.join(held)})" for name, held in found.items() if held]
 
 
 def every_file(root: Path) -> dict[str, bytes]:
@@ -363,7 +364,7 @@ def every_file(root: Path) -> dict[str, bytes]:
     return files
 
 
-def judge_requiring(key: str):
+def judge_requiring(key: str) -> AbstractContextManager[StubServer]:
     """An OpenAI-compatible judge answering only requests that send `key` (401 otherwise):
     ratings ("7") for the reward, verdicts ("Preferred: A") for the report's pairwise judge.
     `authorizations` lists each request's (kind, Authorization header)."""
@@ -384,7 +385,8 @@ def judge_requiring(key: str):
 def run_and_report(config: Path) -> Artifact:
     """What `iro run` then `iro report` do without Prefect (flows/pipeline.py, baselines.py,
     iteration.py, report.py): the same stages under the run lock, run records holding the whole
-    config and the stages' metrics, and the report's key read from the variable its config names."""
+    config and the reweighting's and value training's metrics, and the report's key read from
+    the variable its config names."""
     cfg = load_config(config)
     check_run_inputs(cfg, cfg.iterations, cfg.eval.enabled)
     pipeline = Pipeline(cfg)
@@ -418,9 +420,10 @@ def test_a_real_run_and_its_report_leave_no_key_in_any_file_or_log(
     """A tiny run whose reward is an LLM judge, and its win-rate report with a pairwise judge,
     both behind a stub that answers only requests carrying the planted key, read from the
     environment variables the config names. Afterwards no form of the key (`key_forms`) is in
-    any file under the test's directory (the store with its hidden staging and work directories
-    and run records, the config, the working directory and the temporary directory the run
-    used) nor in anything logged or printed, at any level."""
+    any file under the test's directory, where the run writes everything: the store (its
+    hidden staging and work directories and its run records included), the config, and the
+    working, temporary and `datasets` cache directories it is given; nor in anything logged or
+    printed, at any level."""
     caplog.set_level(logging.DEBUG)  # every logger, the openai and httpx clients' included
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)  # only the variables the config names
     monkeypatch.setenv("IRO_REWARD_JUDGE_KEY", KEY)
@@ -428,6 +431,7 @@ def test_a_real_run_and_its_report_leave_no_key_in_any_file_or_log(
     for directory in ("tmp", "cwd"):
         (tmp_path / directory).mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets-cache")
     monkeypatch.chdir(tmp_path / "cwd")
     with judge_requiring(KEY) as judge:
         reward = judge_reward(judge.url)
@@ -462,7 +466,7 @@ def test_a_real_run_and_its_report_leave_no_key_in_any_file_or_log(
         "stderr": printed.err.encode(),
     }
     assert b"building score artifact" in said["log records"]
-    print(f"searched {len(files)} files:", " ".join(files))
+    print(f"searched {len(files)} files ({sum(map(len, files.values()))} bytes) and {list(said)}")
     assert holding_the_key(KEY, files | said) == []
 
 
