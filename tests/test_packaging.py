@@ -31,7 +31,7 @@ PROBES = (
 def wheel(tmp_path_factory) -> Path:
     """A wheel built from a copy of the sources (so no build files land in the checkout)."""
     source = tmp_path_factory.mktemp("source")
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
     for folder in {f.relative_to(ROOT).parts[0] for f in package_folders().values()}:
         shutil.copytree(
@@ -74,3 +74,22 @@ def test_the_installed_wheel_imports_from_another_directory(wheel, tmp_path):
     ).stdout.split()  # fmt: skip
     assert len(printed) == len(PROBES)
     assert all(Path(p).is_relative_to(target / "iro") for p in printed), printed
+
+
+def test_the_wheel_carries_the_license_and_iro_reports_its_version(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        fields = archive.read(metadata).decode()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert "License-Expression: Apache-2.0" in fields
+    version = next(
+        line.split(": ", 1)[1] for line in fields.splitlines() if line.startswith("Version: ")
+    )
+    shown = subprocess.run(
+        [sys.executable, "-m", "iro.app.cli", "--version"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == f"iro {version}"

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from iro import __version__
 from iro.app import server
 from iro.app.environment import prepare_environment
 from iro.app.plan_text import format_plan
@@ -230,6 +231,7 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iro", description="Align a frozen LLM with IRO.")
+    parser.add_argument("--version", action="version", version=f"iro {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
