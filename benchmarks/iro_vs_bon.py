@@ -10,22 +10,30 @@ In one process, on the same held-out prompts, seeds and reward:
   best-of-U run would make), and the value models' quality on them; then runs IRO iteration k at
   U = w*k = 4 (and the last iteration at U = 16), and ARGS on a prefix of the prompts; with
   `--methods vas ivl`, VAS (its own TD(lambda) value model) and IVL (its residual) on every prompt;
-- win rate against the reference and mean reward per method, with 95% paired-bootstrap intervals
+- win rate against the reference and mean reward per method, with 95% BCa bootstrap intervals
   over prompts (each prompt's outcome averaged over seeds), and the paired differences the claim
-  rests on (IRO at U=4 minus BoN-4, iteration 2 minus iteration 1, IRO at U=4 minus BoN-16);
+  rests on (IRO at U=4 minus BoN-4, iteration 2 minus iteration 1, IRO at U=4 minus BoN-16),
+  each marked supported only when its interval, as printed, excludes zero (`shows_difference`);
 - how well V_k ranks partial responses (after 8, 16, 24 tokens) of held-out plain samples.
 
 Writes benchmarks/results/iro_vs_bon-<size>.json and .md, two PNG plots and the per-prompt
 rewards of every method and seed (-rewards.csv) beside them (the name also carries the split when
 it is not the held-out one, and the config when it is not the demo's: iro_vs_bon-quick-sentiment.md).
 Seeds vary the decoding; the value models are trained once (config seed), which the report says.
+
+    python benchmarks/iro_vs_bon.py --resummarise benchmarks/results/iro_vs_bon-full.json
+
+recomputes a finished run's intervals, claims, report and plots from its -rewards.csv, scoring
+only the reference summaries again (seconds): no training or decoding.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import logging
+import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -38,7 +46,14 @@ from iro.app.environment import prepare_environment
 from iro.core.config import RunConfig, load_config, parse_config, parse_override, set_dotted_key
 from iro.core.data import eval_slice, load_prompts, validation_slice
 from iro.core.fsutil import atomic_write_json, atomic_write_text
-from iro.core.stats import paired_bootstrap, win_outcomes
+from iro.core.stats import (
+    BOOTSTRAP_RESAMPLES,
+    PERCENT_DECIMALS,
+    paired_bootstrap,
+    points,
+    shows_difference,
+    win_outcomes,
+)
 from iro.core.store.local import Artifact
 from iro.pipeline.decoder import decode_scored
 from iro.pipeline.execution import generate, score_rows
@@ -58,6 +73,7 @@ BON_US = (4, 8, 16)
 EVAL_SEED_BASE = 7919
 QUALITY_CANDIDATES = 4  # value quality is measured on each prompt's first 4 draws (6 pairs)
 PRIOR_GUIDED = "reward-guided"  # IRO's search ranked by the reward of the prefix, no value model
+REWARD_DECIMALS = 4  # mean rewards and their differences are printed with four decimals
 
 SIZES: dict[str, dict[str, Any]] = {
     # minutes: one decoding seed, two iterations
@@ -246,11 +262,14 @@ def summarise(rewards: pd.DataFrame, reference: pd.Series) -> tuple[list[dict], 
         diff = paired_bootstrap((both[a] - both[b]).to_numpy())
         paired = rewards_by_method.loc[both.index, [a, b]]
         reward = paired_bootstrap((paired[a] - paired[b]).to_numpy())
-        supported = diff.ci_low > 0 or diff.ci_high < 0
         differences.append(
             {"a": a, "b": b, "win_rate_difference": diff.mean,
-             "ci": [diff.ci_low, diff.ci_high], "prompts": diff.prompts, "supported": supported,
-             "reward_difference": reward.mean, "reward_ci": [reward.ci_low, reward.ci_high]}
+             "ci": [diff.ci_low, diff.ci_high], "prompts": diff.prompts,
+             "supported": shows_difference(diff.ci_low, diff.ci_high),
+             "reward_difference": reward.mean, "reward_ci": [reward.ci_low, reward.ci_high],
+             "reward_supported": shows_difference(
+                 reward.ci_low, reward.ci_high, scale=1.0, decimals=REWARD_DECIMALS
+             )}
         )  # fmt: skip
     return methods, differences
 
@@ -290,7 +309,7 @@ def plot(methods: list[dict], out_stem: Path) -> list[str]:
         ax.errorbar([row["u"]], [100 * row["win_rate"]], yerr=_error_bars(one), marker="s",
                     capsize=3, label=row["method"])  # fmt: skip
     ax.set_xscale("log", base=2)
-    ax.set_title("Test-time scaling (95% paired-bootstrap intervals)")
+    ax.set_title("Test-time scaling (95% BCa bootstrap intervals over prompts)")
     scaling = _save(fig, ax, "U: samples per prompt", f"{out_stem}-scaling.png")
 
     fig, ax = plt.subplots(figsize=(6, 4))
@@ -307,13 +326,16 @@ def plot(methods: list[dict], out_stem: Path) -> list[str]:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
+    rew = lambda x, sign="": f"{x:{sign}.{REWARD_DECIMALS}f}"  # noqa: E731
+    yes = lambda shown: "yes" if shown else "no"  # noqa: E731
     lines = [
         f"# IRO vs best-of-N ({result['size']}, {result['split']} prompts)",
         "",
         f"{result['prompts']} held-out prompts, decoding seeds {result['seeds']}, value models "
         f"trained once (seed {result['train_seed']}); {result['seconds']:.0f} s in all. "
-        "Intervals: 95% paired bootstrap over prompts, each prompt's outcome averaged over seeds."
+        f"Intervals: 95% BCa bootstrap over prompts ({BOOTSTRAP_RESAMPLES:,} resamples; a "
+        "difference resamples its two methods' prompts together), each prompt's outcome "
+        "averaged over seeds."
         + (
             ""
             if result.get("complete", True)
@@ -326,23 +348,30 @@ def markdown(result: dict[str, Any]) -> str:
     ]
     for m in result["methods"]:
         lines.append(
-            f"| {m['method']} | {m['u']} | {pct(m['win_rate'])}% | [{pct(m['win_ci'][0])}, "
-            f"{pct(m['win_ci'][1])}] | {m['mean_reward']:.4f} | [{m['reward_ci'][0]:.4f}, "
-            f"{m['reward_ci'][1]:.4f}] |"
+            f"| {m['method']} | {m['u']} | {points(m['win_rate'])}% | [{points(m['win_ci'][0])}, "
+            f"{points(m['win_ci'][1])}] | {rew(m['mean_reward'])} | [{rew(m['reward_ci'][0])}, "
+            f"{rew(m['reward_ci'][1])}] |"
         )
     lines += [
         "",
         "| comparison | win-rate difference | 95% interval | supported | mean-reward difference "
-        "| 95% interval |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| 95% interval | supported |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for d in result["differences"]:
         lines.append(
-            f"| {d['a']} − {d['b']} | {pct(d['win_rate_difference'])} pts | "
-            f"[{pct(d['ci'][0])}, {pct(d['ci'][1])}] | {'yes' if d['supported'] else 'no'} | "
-            f"{d['reward_difference']:+.4f} | [{d['reward_ci'][0]:+.4f}, {d['reward_ci'][1]:+.4f}] |"
+            f"| {d['a']} − {d['b']} | {points(d['win_rate_difference'])} pts | "
+            f"[{points(d['ci'][0])}, {points(d['ci'][1])}] | {yes(d['supported'])} | "
+            f"{rew(d['reward_difference'], '+')} | [{rew(d['reward_ci'][0], '+')}, "
+            f"{rew(d['reward_ci'][1], '+')}] | {yes(d['reward_supported'])} |"
         )
     lines += [
+        "",
+        "Supported: the 95% interval, as printed above, lies wholly above or wholly below zero "
+        f"(win rate in points to {PERCENT_DECIMALS} decimal, mean reward to {REWARD_DECIMALS} "
+        "decimals; an end that prints as 0.0 touches zero). No: the interval touches or spans "
+        "zero, so this run shows no difference either way; that is not evidence that the two "
+        "are equal, nor that either is at least as good as the other.",
         "",
         "Value quality on held-out plain samples, each prompt's first 4 draws (pairwise "
         "accuracy: share of a prompt's "
@@ -381,6 +410,52 @@ def evaluation_prompts(cfg: RunConfig, split: str) -> pd.DataFrame:
     return eval_slice(load_prompts(cfg.data, cfg.data.eval_split), cfg.data.eval_prompts)
 
 
+def reference_rewards(cfg: RunConfig, prompts: pd.DataFrame) -> pd.Series:
+    """Each prompt's reference reward, by prompt id: what a win is measured against."""
+    reward = build_run_reward(cfg)
+    scores = reward.score(prompts["prompt"].tolist(), prompts["reference"].tolist())
+    return pd.Series(scores, index=prompts["id"].to_numpy())
+
+
+def publish(
+    result: dict[str, Any], rewards: pd.DataFrame, reference: pd.Series, stem: Path
+) -> dict[str, Any]:
+    """`result` with the methods, differences and plots of `rewards`, written as <stem>.json/.md."""
+    methods, differences = summarise(rewards, reference)
+    methods.sort(
+        key=lambda m: (
+            m["method"].startswith(("iro", PRIOR_GUIDED, "vas", "ivl")),
+            m["method"] == "args",
+            m["u"],
+        )
+    )
+    result = {**result, "methods": methods, "differences": differences}
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    result["plots"] = plot(methods, stem)
+    atomic_write_json(stem.with_suffix(".json"), result)
+    atomic_write_text(stem.with_suffix(".md"), markdown(result))
+    return result
+
+
+def resummarise(path: Path) -> dict[str, Any]:
+    """A finished run's report again, from the per-prompt rewards stored beside its .json.
+
+    Only the reference summaries are scored again; a different mean from the run's own means the
+    reward or the data changed, and the run's rewards would no longer be comparable.
+    """
+    result = json.loads(path.read_text())
+    cfg = parse_config(result["config"], str(path))
+    reference = reference_rewards(cfg, evaluation_prompts(cfg, result["split"]))
+    if not math.isclose(reference.mean(), result["reference_mean_reward"], abs_tol=1e-9):
+        raise ValueError(
+            f"reference mean reward {reference.mean():.6f} is not the run's "
+            f"{result['reference_mean_reward']:.6f}: the reward or the data changed"
+        )
+    stem = path.with_suffix("")
+    rewards = pd.read_csv(stem.with_name(f"{stem.name}-rewards.csv"), dtype={"prompt_id": str})
+    return publish(result, rewards, reference, stem)
+
+
 def run(
     size: str,
     config: str,
@@ -401,11 +476,7 @@ def run(
     timings = {"neighbour-training": time.time() - t0} if guides else {}
 
     prompts = evaluation_prompts(cfg, split)
-    reward = build_run_reward(cfg)
-    reference = pd.Series(
-        reward.score(prompts["prompt"].tolist(), prompts["reference"].tolist()),
-        index=prompts["id"].to_numpy(),
-    )
+    reference = reference_rewards(cfg, prompts)
     long_rows, quality = [], []
 
     def add(method: str, u: int, seed: int, rewards: pd.Series) -> None:
@@ -421,15 +492,7 @@ def run(
 
     def write(seeds_done: list[int]) -> dict[str, Any]:
         """The results so far: rewritten after every seed, so a stopped run keeps what it did."""
-        methods, differences = summarise(pd.DataFrame(long_rows), reference)
-        methods.sort(
-            key=lambda m: (
-                m["method"].startswith(("iro", PRIOR_GUIDED, "vas", "ivl")),
-                m["method"] == "args",
-                m["u"],
-            )
-        )
-        result = {
+        run_facts = {
             "size": size,
             "split": split,
             "config": cfg.model_dump(mode="json"),
@@ -438,21 +501,16 @@ def run(
             "complete": seeds_done == list(spec["seeds"]),
             "train_seed": cfg.seed,
             "training": training,
-            "methods": methods,
-            "differences": differences,
             "value_quality": quality,
             "reference_mean_reward": float(reference.mean()),
             "timings_s": {k: round(v, 1) for k, v in timings.items()},
             "seconds": time.time() - started,
         }
-        out_dir.mkdir(parents=True, exist_ok=True)
-        result["plots"] = plot(methods, stem)
-        atomic_write_json(stem.with_suffix(".json"), result)
-        # per prompt and seed, for comparisons this report does not make
+        # per prompt and seed, first: what --resummarise reads, and other comparisons need
         rows = pd.DataFrame(long_rows).to_csv(index=False, float_format="%.6g")
+        stem.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(stem.with_name(f"{stem.name}-rewards.csv"), rows)
-        atomic_write_text(stem.with_suffix(".md"), markdown(result))
-        return result
+        return publish(run_facts, pd.DataFrame(long_rows), reference, stem)
 
     for index, seed in enumerate(spec["seeds"]):
         eval_seed = EVAL_SEED_BASE + 1000 * seed
@@ -518,6 +576,12 @@ def main() -> None:
         help="validation: unused training prompts, for tuning without the held-out split",
     )
     parser.add_argument(
+        "--resummarise",
+        type=Path,
+        metavar="RESULT_JSON",
+        help="recompute a finished run's report from its stored per-prompt rewards, then stop",
+    )
+    parser.add_argument(
         "--methods",
         nargs="+",
         default=[],
@@ -525,8 +589,13 @@ def main() -> None:
         help="also train and evaluate these neighbours (token by token: slower on a CPU)",
     )
     args = parser.parse_args()
+    if args.args_prompts == 1:
+        parser.error("--args-prompts: an interval needs at least 2 prompts (0 skips ARGS)")
     prepare_environment()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.resummarise:
+        print(markdown(resummarise(args.resummarise)))
+        return
     overrides = dict(parse_override(p) for p in args.set)
     result = run(
         args.size, args.config, overrides, args.out, args.split, tuple(args.methods),

@@ -1,10 +1,14 @@
 """The benchmark's own arithmetic: best-of-U from one pool of draws, and the paired summary."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
+
+from iro.core.config import load_config
+from iro.core.stats import BootstrapInterval
 
 SPEC = importlib.util.spec_from_file_location(
     "iro_vs_bon", Path(__file__).parent.parent / "benchmarks" / "iro_vs_bon.py"
@@ -22,18 +26,25 @@ def test_base_is_the_first_draw_and_bon_u_the_best_of_the_first_u():
     assert methods[("bon-8", 8)]["p"] == 0.9 and methods[("bon-16", 16)]["p"] == 0.9
 
 
-def test_summary_pairs_methods_on_the_same_prompts_and_averages_seeds():
-    reference = pd.Series([0.5] * 40, index=[f"p{i}" for i in range(40)])
+REFERENCE = pd.Series([0.5] * 40, index=[f"p{i}" for i in range(40)])
+
+
+def two_seed_rewards() -> pd.DataFrame:
+    """bon-4 loses every prompt, bon-16 wins every one, iro-iter1 wins half, over two seeds."""
     rows = []
     for seed in (0, 1):
-        for i, p in enumerate(reference.index):
+        for i, p in enumerate(REFERENCE.index):
             rows.append({"method": "bon-4", "u": 4, "seed": seed, "prompt_id": p, "reward": 0.4})
             rows.append({"method": "bon-16", "u": 16, "seed": seed, "prompt_id": p, "reward": 0.6})
-            better = 0.6 if i % 2 == 0 else 0.4  # wins on half the prompts
+            better = 0.6 if i % 2 == 0 else 0.4
             rows.append(
                 {"method": "iro-iter1", "u": 4, "seed": seed, "prompt_id": p, "reward": better}
             )
-    methods, differences = bench.summarise(pd.DataFrame(rows), reference)
+    return pd.DataFrame(rows)
+
+
+def test_summary_pairs_methods_on_the_same_prompts_and_averages_seeds():
+    methods, differences = bench.summarise(two_seed_rewards(), REFERENCE)
     by_name = {m["method"]: m for m in methods}
     assert by_name["bon-4"]["win_rate"] == 0.0 and by_name["bon-16"]["win_rate"] == 1.0
     assert (
@@ -47,6 +58,17 @@ def test_summary_pairs_methods_on_the_same_prompts_and_averages_seeds():
     # mean reward, paired the same way: (0.6 + 0.4) / 2 - 0.4 and - 0.6
     assert vs_bon4["reward_difference"] == pytest.approx(0.1)
     assert vs_bon16["reward_difference"] == pytest.approx(-0.1)
+    assert vs_bon4["reward_supported"] and vs_bon16["reward_supported"]
+
+
+def test_an_interval_at_zero_up_to_rounding_supports_no_difference(monkeypatch):
+    # the shape of a 95% interval whose lower end is a bootstrap quantile of 5.6e-18: zero
+    touching = BootstrapInterval(
+        mean=0.047, ci_low=5.551115123125783e-18, ci_high=0.094, prompts=40
+    )
+    monkeypatch.setattr(bench, "paired_bootstrap", lambda *args, **kwargs: touching)
+    _, differences = bench.summarise(two_seed_rewards(), REFERENCE)
+    assert differences and not any(d["supported"] or d["reward_supported"] for d in differences)
 
 
 def test_a_neighbour_is_compared_with_the_base_at_its_own_budget_and_with_best_of_4():
@@ -76,3 +98,50 @@ def test_a_partial_run_says_so_and_a_complete_one_does_not():
     assert "Partial: the run stopped before its last seeds" in bench.markdown(
         {**result, "complete": False}
     )
+
+
+def run_facts() -> dict:
+    """What a run records beside its per-prompt rewards."""
+    return {
+        "size": "quick",
+        "split": "test",
+        "config": load_config("configs/demo.yaml").model_dump(mode="json"),
+        "prompts": len(REFERENCE),
+        "seeds": [0, 1],
+        "complete": True,
+        "train_seed": 0,
+        "training": [],
+        "value_quality": [],
+        "timings_s": {},
+        "seconds": 1.0,
+        "reference_mean_reward": float(REFERENCE.mean()),
+    }
+
+
+def test_the_report_states_the_rule_that_marks_a_difference_supported():
+    methods, differences = bench.summarise(two_seed_rewards(), REFERENCE)
+    text = bench.markdown(
+        {**run_facts(), "methods": methods, "differences": differences, "plots": []}
+    )
+    assert "BCa bootstrap over prompts" in text
+    assert (
+        "Supported: the 95% interval, as printed above, lies wholly above or wholly below" in text
+    )
+    assert "not evidence that the two are equal" in text
+
+
+def test_resummarise_rebuilds_a_runs_report_from_its_stored_rewards(tmp_path, monkeypatch):
+    stem = tmp_path / "iro_vs_bon-quick"
+    written = bench.publish(run_facts(), two_seed_rewards(), REFERENCE, stem)
+    two_seed_rewards().to_csv(f"{stem}-rewards.csv", index=False)
+    flipped = [{**d, "supported": not d["supported"]} for d in written["differences"]]
+    stem.with_suffix(".json").write_text(json.dumps({**written, "differences": flipped}))
+    monkeypatch.setattr(bench, "evaluation_prompts", lambda cfg, split: None)
+    monkeypatch.setattr(bench, "reference_rewards", lambda cfg, prompts: REFERENCE)
+
+    again = bench.resummarise(stem.with_suffix(".json"))
+    assert again["differences"] == written["differences"]
+    assert json.loads(stem.with_suffix(".json").read_text())["differences"] == again["differences"]
+    monkeypatch.setattr(bench, "reference_rewards", lambda cfg, prompts: REFERENCE + 0.1)
+    with pytest.raises(ValueError, match="the reward or the data changed"):
+        bench.resummarise(stem.with_suffix(".json"))

@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import math
+import warnings
 
+import numpy as np
 import pytest
+import scipy.stats
 
 from iro.core.config import ReportConfig
-from iro.core.stats import reward_outcomes, summarize, wilson_interval
+from iro.core.stats import (
+    BOOTSTRAP_RESAMPLES,
+    Z_95,
+    paired_bootstrap,
+    reward_outcomes,
+    shows_difference,
+    summarize,
+    wilson_interval,
+    win_outcomes,
+)
 from iro.reports.judge import PROMPTS, pair_outcome, parse_verdict
 from iro.reports.run import ReportError, build_report, latest_run
 from tests.report_helpers import make_run
@@ -117,15 +129,90 @@ def test_reward_win_rate_of_no_prompts_is_no_rate():
 
 
 def test_paired_bootstrap_covers_the_mean_and_excludes_zero_only_for_a_clear_difference():
-    import numpy as np
-
-    from iro.core.stats import paired_bootstrap, win_outcomes
-
     clear = paired_bootstrap(np.full(50, 0.3) + np.linspace(-0.1, 0.1, 50))
     assert clear.ci_low <= clear.mean <= clear.ci_high and clear.ci_low > 0
     noise = paired_bootstrap(np.tile([1.0, -1.0], 25))
     assert noise.mean == 0 and noise.ci_low < 0 < noise.ci_high
     assert paired_bootstrap(np.arange(10.0), seed=3) == paired_bootstrap(np.arange(10.0), seed=3)
     assert win_outcomes([1.0, 0.5, 0.0], [0.5, 0.5, 0.5]).tolist() == [1.0, 0.5, 0.0]
-    with pytest.raises(ValueError, match="non-empty"):
-        paired_bootstrap(np.array([]))
+
+
+def test_the_paired_bootstrap_is_scipys_paired_bca_and_has_the_normal_width_on_normal_data():
+    # 200 prompts share a large per-prompt effect; the methods differ by 0.1 plus small noise
+    rng = np.random.default_rng(5)
+    baseline = rng.normal(0.0, 1.0, 200)
+    method = baseline + 0.1 + rng.normal(0.0, 0.05, 200)
+    result = paired_bootstrap(method - baseline)
+    paired = scipy.stats.bootstrap(
+        (method, baseline),
+        lambda a, b, axis: np.mean(a - b, axis=axis),
+        paired=True,
+        method="BCa",
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        rng=np.random.default_rng(0),
+    )
+    assert (result.ci_low, result.ci_high) == pytest.approx(tuple(paired.confidence_interval))
+    # for a mean of near-normal values BCa is close to mean +- 1.96 s / sqrt(n) (~0.0069 here),
+    # far narrower than the unpaired spread of the per-prompt effect (~0.28) would give
+    half_width = Z_95 * np.std(method - baseline, ddof=1) / math.sqrt(200)
+    assert (result.ci_high - result.ci_low) / 2 == pytest.approx(half_width, rel=0.1)
+    assert result.ci_low < result.mean < result.ci_high and result.ci_low > 0
+
+
+def test_the_bootstrap_interval_of_a_skewed_mean_is_close_to_the_exact_one():
+    # the mean of n exponential values has an exact interval: 2 n mean / theta ~ chi2(2 n). Over
+    # 40 samples of 50, BCa's ends are off by +0.001 / -0.029 on average, percentiles' by
+    # -0.023 / -0.066: percentiles sit too low for a right-skewed mean.
+    rng = np.random.default_rng(11)
+    errors = []
+    for _ in range(40):
+        values = rng.exponential(1.0, 50)
+        exact = 2 * 50 * values.mean() / scipy.stats.chi2.ppf([0.975, 0.025], 2 * 50)
+        result = paired_bootstrap(values)
+        errors.append([result.ci_low - exact[0], result.ci_high - exact[1]])
+    low_error, high_error = np.mean(errors, axis=0)
+    assert abs(low_error) < 0.01 and abs(high_error) < 0.045
+
+
+@pytest.mark.parametrize("value", [0.0, 0.5, 1.0])
+def test_equal_values_give_their_own_point_as_the_interval_without_a_warning(value):
+    # every resample has the same mean, and BCa's corrections are 0/0 there (scipy gives NaN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = paired_bootstrap(np.full(120, value))
+    assert (result.mean, result.ci_low, result.ci_high) == (value, value, value)
+
+
+def test_all_ties_between_two_methods_show_no_difference():
+    ties = paired_bootstrap(np.zeros(120))
+    assert not shows_difference(ties.ci_low, ties.ci_high)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [([], "at least two"), ([0.5], "at least two"), ([0.5, math.nan], "finite")],
+)
+def test_a_bootstrap_needs_two_finite_values(values, message):
+    with pytest.raises(ValueError, match=message):
+        paired_bootstrap(np.array(values))
+
+
+@pytest.mark.parametrize(
+    ("ci_low", "ci_high", "shown"),
+    [
+        (5.551115123125783e-18, 0.094, False),  # zero up to rounding: prints as 0.0
+        (0.0004, 0.094, False),  # 0.04 points: prints as 0.0
+        (0.0006, 0.094, True),  # 0.06 points: prints as 0.1
+        (0.0139, 0.1, True),
+        (-0.0194, 0.0778, False),  # spans zero: not shown to differ, not "at least as good"
+        (-0.164, -5.551115123125783e-18, False),
+        (-0.164, -0.0006, True),
+    ],
+)
+def test_a_difference_is_shown_only_when_its_printed_interval_excludes_zero(ci_low, ci_high, shown):
+    assert shows_difference(ci_low, ci_high) is shown
+
+
+def test_a_reward_difference_is_judged_at_its_own_printed_precision():
+    assert not shows_difference(0.00004, 0.05, scale=1.0, decimals=4)  # prints as +0.0000
+    assert shows_difference(0.00006, 0.05, scale=1.0, decimals=4)  # prints as +0.0001
