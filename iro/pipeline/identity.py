@@ -4,7 +4,9 @@ An artifact's id hashes (stage, stage version, config slice, parent ids). The sl
 from one table: for each kind of stage, the config keys its build reads. A key is either read by
 at least one stage (and then changes exactly those stages' ids), or listed below as not content
 (where and how fast work runs), or as structure (which stages run, and their parents). A test
-walks the whole schema: a new key without an entry here fails it.
+walks the whole schema: a new key without an entry here fails it. Another runs the stages with
+each key changed: a key changes a stage's id exactly when it changes what the stage builds, and
+the comments below say why the few exceptions stay in their ids.
 
 Keys are dotted paths; an entry that names a section ("reweight") covers every key under it.
 """
@@ -58,6 +60,9 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
     # reward prior (value.prior = reward) reads the run's reward on every step
     "guided_rollout": (*GENERATION, *TRAIN_PROMPTS, *GUIDED_SEARCH, "reward.components"),
     "score": ("reward.components",),
+    # only softmax draws: argmax and weighted read neither reweight.resample_size nor the seed
+    # (reweight.beta they do, for the weights or the effective sample size); both stay in the id
+    # under every scheme, so that the artifacts already built keep their ids
     "reweight": ("reweight", "seed"),
     # value.beta is not here: it only weighs V_k at decoding time (guided rollouts, evaluation)
     "value": (
@@ -69,8 +74,14 @@ STAGE_READS: dict[str, tuple[str, ...]] = {
         "value.head",
         "value.pack_candidates",
         "value.prior",
+        # the stride and the prior's reward (read on prefixes) matter only with value.prior:
+        # reward; they stay in the id without a prior too, so that the value models already
+        # built keep their ids
         "value.prior_stride",
-        "reward.components",  # the prior's reward, read on prefixes
+        "reward.components",
+        # passed to the trainer as written, so all of it counts, even the checkpoint cadence
+        # (save_steps, save_total_limit), which changes no weight: no list here could say which
+        # of the trainer's many arguments shape the weights
         "value.training",
         "value.lora",
         "value.processes",  # the effective batch is processes x the per-device batch
