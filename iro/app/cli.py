@@ -6,6 +6,7 @@ iro ivl configs/demo.yaml                                IVL: a residual learned
 iro iteration configs/demo.yaml --iteration 2            one iteration (needs 1..k-1 done)
 iro check configs/demo.yaml                              validate a config, print it resolved
 iro decode --run RUN --prompt "..." [--mode METHOD]       answer prompts with the aligned policy
+iro api --run RUN[@K] [--with RUN[@K]] [--port 8000]      serve aligned policies, OpenAI-style
 iro report [--run RUN] [--config configs/demo.yaml]      win-rate report (default: latest run)
 iro server start / iro serve                             operate through a Prefect server
 iro store verify|quarantine STAGE/ID|gc [--dry-run]     check, set aside, clean the artifact store
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -135,6 +137,20 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_api(args: argparse.Namespace) -> int:
+    """Serve runs' aligned policies behind an OpenAI-compatible HTTP API until interrupted."""
+    prepare_environment()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from iro.app.api import serve
+
+    store = open_store(load_config(args.config).store if args.config else args.store)
+    serve(
+        store, args.run, args.with_runs, _overrides(args.set), args.host, args.port,
+        args.api_key_env,
+    )  # fmt: skip
+    return 0
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     if args.config:
         load_config(args.config, _overrides(args.set))
@@ -229,6 +245,37 @@ def _add_store_commands(sub: argparse._SubParsersAction) -> None:
     p_gc.set_defaults(func=_cmd_store_gc)
 
 
+def _add_api_command(sub: argparse._SubParsersAction) -> None:
+    p_api = sub.add_parser(
+        "api", help="serve runs' aligned policies behind an OpenAI-compatible HTTP API"
+    )
+    p_api.add_argument(
+        "--run", action="append", required=True, metavar="RUN[@K]",
+        help="serve this run's aligned policy as model RUN@K (default K: its latest iteration) "
+        "and its base policy as RUN@0 (repeatable)",
+    )  # fmt: skip
+    p_api.add_argument(
+        "--with", dest="with_runs", action="append", default=[], metavar="RUN[@K]",
+        help="also guide by this run's value models (strengths per request: alignment.strengths)",
+    )  # fmt: skip
+    where = p_api.add_mutually_exclusive_group()
+    where.add_argument(
+        "--store", default=".iro/store", help="artifact store root: a directory or an s3:// URL"
+    )
+    where.add_argument("--config", help="YAML run config whose store.root to use")
+    p_api.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config key of every run served, e.g. --set policy.engine=hf",
+    )  # fmt: skip
+    p_api.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p_api.add_argument("--port", type=int, default=8000)
+    p_api.add_argument(
+        "--api-key-env", metavar="VAR",
+        help="require Authorization: Bearer <the value of this environment variable>",
+    )  # fmt: skip
+    p_api.set_defaults(func=_cmd_api)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="iro", description="Align a frozen LLM with IRO.")
     parser.add_argument("--version", action="version", version=f"iro {__version__}")
@@ -294,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
     )
     p_decode.set_defaults(func=_cmd_decode)
+    _add_api_command(sub)
     p_report = sub.add_parser("report", help="win-rate report of a run (default: the latest)")
     p_report.add_argument("--run", default=None, help="run name; default: the latest run")
     p_report.add_argument("--config", default=None, help="YAML config with a report section")

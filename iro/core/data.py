@@ -151,9 +151,9 @@ def render_prompts(tokenizer, cfg: DataConfig, prompts: list[str]) -> list[str]:
         return texts
     if not tokenizer.chat_template:
         raise DatasetError("data.use_chat_template is true but the policy has no chat template")
-    return [
-        tokenizer.apply_chat_template(
-            [{"role": "user", "content": t}], add_generation_prompt=True, tokenize=False
-        )
-        for t in texts
-    ]
+    return [render_chat(tokenizer, [{"role": "user", "content": t}]) for t in texts]
+
+
+def render_chat(tokenizer, messages: list[dict[str, str]]) -> str:
+    """A conversation as the policy reads it: its chat template, open for the assistant's turn."""
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)

@@ -1,19 +1,22 @@
 """A finished run's aligned policy, answering prompts: pi_base guided by the run's value models,
 optionally composed with other runs' value models, each run with a strength chosen per request.
 
-The CLI (`iro decode`) and the `iro-decode` flow both call `answer`.
+The CLI (`iro decode`) and the `iro-decode` flow both call `answer`; `iro api` keeps an
+`AlignedPolicy` loaded and decodes each batch of requests with it.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from iro.core.config import ConfigError, check_run_name, parse_config, set_dotted_key
+from iro.core.config import ConfigError, RunConfig, check_run_name, parse_config, set_dotted_key
 from iro.core.store.protocol import Store
 from iro.pipeline.decoder import decode
 from iro.pipeline.guidance import compose
@@ -58,6 +61,61 @@ def parse_run_ref(text: str) -> tuple[str, int | None]:
     return check_run_name(run), int(k) if sep else None
 
 
+@dataclass(frozen=True)
+class AlignedPolicy:
+    """A run's aligned policy as its records describe it, read once: the recorded config, and for
+    each run composed (the run itself, then the `with_runs`), its value models and their betas.
+
+    A server keeps one and derives each request's config and guide from it, without rereading
+    the store."""
+
+    run: str
+    iteration: int
+    config: Mapping[str, Any]
+    guides: Mapping[str, tuple[list[Path], list[float]]]
+
+    def run_config(self, overrides: Mapping[str, Any] | None = None) -> RunConfig:
+        """The recorded config with `overrides` (dotted keys), validated."""
+        data = copy.deepcopy(dict(self.config))
+        for key, value in (overrides or {}).items():
+            set_dotted_key(data, key, value)
+        return parse_config(data, f"run {self.run}")
+
+    def guide(self, strengths: Mapping[str, float] | None = None) -> tuple[list[Path], list[float]]:
+        """The value models and betas of sum over runs of s * sum_i V_i / beta_i, with `strengths`
+        mapping a run name to its s (default 1; `guidance.compose`)."""
+        strengths = dict(strengths or {})
+        unknown = sorted(set(strengths) - set(self.guides))
+        if unknown:
+            raise ConfigError(
+                f"a strength is given for {unknown}, which guide nothing here; the runs composed: "
+                f"{', '.join(self.guides)} (add one with --with RUN)"
+            )
+        return compose(
+            [
+                (dirs, betas, float(strengths.get(name, 1.0)))
+                for name, (dirs, betas) in self.guides.items()
+            ]
+        )
+
+
+def load_aligned_policy(
+    store: Store, run: str, iteration: int | None = None, with_runs: Sequence[str] = ()
+) -> AlignedPolicy:
+    """`run`'s aligned policy at `iteration` (default: its latest), composed with `with_runs`
+    ('RUN' or 'RUN@K': other runs' value models, say trained for another reward)."""
+    summary = run_summary(store, run, iteration)
+    summaries = {run: summary}
+    for ref in with_runs:
+        name, k = parse_run_ref(ref)
+        summaries[name] = run_summary(store, name, k)
+    guides = {
+        name: (value_model_dirs(store, s), list(s["policy"]["betas"]))
+        for name, s in summaries.items()
+    }
+    return AlignedPolicy(run, summary["iteration"], summary["config"], guides)
+
+
 def answer(
     store: Store,
     run: str,
@@ -75,41 +133,18 @@ def answer(
     reward; `strengths` maps a run name to its strength s (default 1): the guide is
     sum over runs of s * sum_i V_i / beta_i (`guidance.compose`).
     """
-    summary = run_summary(store, run, iteration)
-    data = summary["config"]
-    for key, value in (overrides or {}).items():
-        set_dotted_key(data, key, value)
-    cfg = parse_config(data, f"run {run}")
+    policy = load_aligned_policy(store, run, iteration, with_runs)
+    cfg = policy.run_config(overrides)
     prompts = [p for p in prompts if p.strip()]
     if not prompts:
         raise ConfigError("no prompt given")
-    summaries = {run: summary}
-    for ref in with_runs:
-        name, k = parse_run_ref(ref)
-        summaries[name] = run_summary(store, name, k)
-    strengths = dict(strengths or {})
-    unknown = sorted(set(strengths) - set(summaries))
-    if unknown:
-        raise ConfigError(
-            f"a strength is given for {unknown}, which guide nothing here; the runs composed: "
-            f"{', '.join(summaries)} (add one with --with RUN)"
-        )
-    value_dirs, betas = compose(
-        [
-            (
-                value_model_dirs(store, s),
-                s["policy"]["betas"],
-                float(strengths.get(name, 1.0)),
-            )
-            for name, s in summaries.items()
-        ]
-    )
+    value_dirs, betas = policy.guide(strengths)
     frame = pd.DataFrame(
         {"id": [f"prompt-{i}" for i in range(len(prompts))], "prompt": prompts, "reference": None}
     )
     mode = mode or cfg.decode.mode
     outputs = decode(cfg, frame, mode, value_dirs, cfg.seed, betas=betas)
-    return outputs.assign(mode=mode, iteration=summary["iteration"])
+    return outputs.assign(mode=mode, iteration=policy.iteration)
 
 
 def answer_records(outputs: pd.DataFrame) -> list[dict[str, Any]]:

@@ -98,6 +98,16 @@ def _token_level(
     return candidate_table(prompts, texts, pools)
 
 
+def check_guides(cfg: RunConfig, method: str, value_dirs: Sequence[Path]) -> None:
+    """Refuse a method without what guides it (value models, or IVL's one residual) before any
+    model is loaded."""
+    spec = get_method(method)
+    if spec.uses_values and not value_dirs and cfg.search.implicit_reward is None:
+        raise ValueError(f"method {method!r} needs at least one value model")
+    if spec.uses_residual and len(value_dirs) != 1:
+        raise ValueError(f"method {method!r} needs its residual model")
+
+
 def decode(
     cfg: RunConfig,
     prompts: pd.DataFrame,
@@ -112,11 +122,8 @@ def decode(
     `value_dirs`: the value models guiding (iro, vas), with `betas` (default value.beta); for
     ivl, its residual model.
     """
+    check_guides(cfg, method, value_dirs)
     spec = get_method(method)
-    if spec.uses_values and not value_dirs and cfg.search.implicit_reward is None:
-        raise ValueError(f"method {method!r} needs at least one value model")
-    if spec.uses_residual and len(value_dirs) != 1:
-        raise ValueError(f"method {method!r} needs its residual model")
     if not (spec.uses_values or spec.uses_residual):
         value_dirs, betas = [], None
     if spec.runs_on == "token":
