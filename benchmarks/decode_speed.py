@@ -12,17 +12,20 @@ task, w = k = 4, l = 8, 48 new tokens, one 4-layer value model on the embedded S
                as the reference implementations of IRO/CBS do.
 
 Throughput is policy tokens sampled per second (every candidate's new tokens, which is the work
-the algorithm asks for); value-scoring time is reported as a fraction of the wall time. Results go
-to benchmarks/results/decode_speed.json. The reference loop takes ~50 s a prompt here, so
+the algorithm asks for); value-scoring time is reported as a fraction of the wall time. Every run
+also reports its `iro.core.cost` counters: policy tokens (the positions the policy computed: on
+vLLM, what its scheduler put through the model, prefixes recomputed because only whole 32-token KV
+blocks are shared included) and value tokens (what the value models read). The reference loop runs
+the model itself, so it counts its own calls with the same counter. Results go to
+benchmarks/results/decode_speed.json. The reference loop takes ~50 s a prompt here, so
 `--reference-prompts 8` bounds the run; its rate does not depend on how many prompts it gets.
 
 "dtypes" measures the vLLM path the way the pipeline runs it, once per setting of the policy's
 precision (with value.score_dtype) and policy.compile: float32, the earlier default; bfloat16, the
 demo's; bfloat16 compiled. Each runs in its own process so that no two engines share the cores:
 plain rollouts at 128 and 512 sequences (--rollout-prompts training prompts, which the search never
-sees, with n = 4 and n = 16) and the guided search above. Every vLLM run also counts the tokens
-the scheduler put through the model: sampled tokens plus the prefix tokens recomputed because
-only whole 32-token KV blocks are shared. It is written under "dtypes", beside the issue's targets.
+sees, with n = 4 and n = 16) and the guided search above. It is written under "dtypes", beside the
+targets.
 
 "vas" (token-level value guidance, `valuefn.token_guidance`) decodes --vas-prompts prompts of
 --vas-tokens tokens each with top-k --vas-top-k, on transformers with a value model made from the
@@ -40,7 +43,6 @@ value forward per step). Its throughput is response tokens per second; it is wri
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -48,17 +50,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from iro.core.config import RunConfig
+from iro.core.cost import count_sampling, count_value_tokens, measure
 from iro.core.data import eval_slice, load_prompts, render_prompts
-from iro.core.engines.base import ContinuationRequest, SamplingSettings
+from iro.core.engines.base import Continuation, ContinuationRequest, SamplingSettings
 from iro.core.engines.factory import get_engine
-from iro.core.engines.hf_engine import HFEngine
+from iro.core.engines.hf_engine import HFEngine, continuation
 from iro.core.fsutil import atomic_write_json
 from iro.core.models import resolve_model
 from iro.valuefn.encoding import encode_pair
@@ -92,62 +95,11 @@ class TimedScorer:
         return scores
 
 
-@contextlib.contextmanager
-def scheduled_tokens(engine) -> Iterator[list[int]]:
-    """Count the tokens vLLM's scheduler puts through the model (sampled and prefilled) while the
-    block runs; stays [0] on other engines."""
-    counted = [0]
-    if engine.name != "vllm":
-        yield counted
-        return
-    from vllm.v1.core.sched.scheduler import Scheduler
-
-    original = Scheduler.schedule
-
-    def schedule(self, *args, **kwargs):
-        out = original(self, *args, **kwargs)
-        counted[0] += out.total_num_scheduled_tokens
-        return out
-
-    Scheduler.schedule = schedule
-    try:
-        yield counted
-    finally:
-        Scheduler.schedule = original
-
-
 def run_search(engine, tokenizer, texts, ids, settings, sampling, ensemble) -> dict:
     scorer = TimedScorer(ensemble)
-    sampled = 0
-    original = engine.continue_batch
-
-    def counting(requests, sampling_settings):
-        nonlocal sampled
-        out = original(requests, sampling_settings)
-        sampled += sum(len(c.token_ids) + c.ended for cs in out for c in cs)
-        return out
-
-    engine.continue_batch = counting
-    started = time.perf_counter()
-    try:
-        with scheduled_tokens(engine) as scheduled:
-            guided_search(engine, tokenizer, texts, ids, settings, sampling, scorer, seed=0)
-    finally:
-        engine.continue_batch = original
-    seconds = time.perf_counter() - started
-    return {
-        "seconds": seconds,
-        "sampled_tokens": sampled,
-        "value_seconds": scorer.seconds,
-        **model_tokens(scheduled[0], sampled),
-    }
-
-
-def model_tokens(scheduled: int, sampled: int) -> dict:
-    """What the policy read beyond the sampled tokens: the prefixes it (re)computed."""
-    if not scheduled:
-        return {}
-    return {"model_tokens": scheduled, "prefill_tokens": scheduled - sampled}
+    with measure() as cost:
+        guided_search(engine, tokenizer, texts, ids, settings, sampling, scorer, seed=0)
+    return {**asdict(cost), "value_seconds": scorer.seconds}
 
 
 def plain_rollout(engine, ids, n: int, max_new_tokens: int, sampling) -> dict:
@@ -156,17 +108,12 @@ def plain_rollout(engine, ids, n: int, max_new_tokens: int, sampling) -> dict:
         ContinuationRequest(prefix_ids=tuple(prompt), n=n, max_tokens=max_new_tokens, seed=j)
         for j, prompt in enumerate(ids)
     ]
-    started = time.perf_counter()
-    with scheduled_tokens(engine) as scheduled:
-        outputs = engine.continue_batch(requests, sampling)
-    seconds = time.perf_counter() - started
-    sampled = sum(len(c.token_ids) + c.ended for cs in outputs for c in cs)
+    with measure() as cost:
+        engine.continue_batch(requests, sampling)
     return {
         "sequences": len(ids) * n,
-        "seconds": seconds,
-        "sampled_tokens": sampled,
-        "tokens_per_second": sampled / seconds,
-        **model_tokens(scheduled[0], sampled),
+        **asdict(cost),
+        "tokens_per_second": cost.sampled_tokens / cost.seconds,
     }
 
 
@@ -219,8 +166,19 @@ def reference_loop(
     model, tokenizer, value_model, texts, ids, settings, sampling, max_length
 ) -> dict:
     """One prompt, one beam, one candidate at a time; no cache across chunks or candidates."""
-    value_seconds, sampled = 0.0, 0
-    started = time.perf_counter()
+    with measure() as cost:
+        value_seconds = _reference_search(
+            model, tokenizer, value_model, texts, ids, settings, sampling, max_length
+        )
+    return {**asdict(cost), "value_seconds": value_seconds}
+
+
+def _reference_search(
+    model, tokenizer, value_model, texts, ids, settings, sampling, max_length
+) -> float:
+    """`reference_loop`'s work, counting what its model and value model read as it goes (they
+    run outside the engines and the ensemble that count); returns the value-scoring seconds."""
+    value_seconds = 0.0
     eos = tokenizer.eos_token_id
     for prompt_text, prompt_ids in zip(texts, ids, strict=True):
         beams = [([], False)]
@@ -239,11 +197,9 @@ def reference_loop(
                     num_return_sequences=n, pad_token_id=eos, eos_token_id=eos,
                     max_new_tokens=min(settings.chunk_tokens, settings.max_new_tokens - len(resp)),
                 )[:, prefix.shape[1]:].tolist()  # fmt: skip
-                for sample in out:
-                    done = eos in sample
-                    new = sample[: sample.index(eos)] if done else sample
-                    sampled += len(new) + done
-                    candidates.append((resp + new, done))
+                continuations = [continuation(sample, eos) for sample in out]
+                count_sampling([prefix.shape[1]], [continuations])
+                candidates += [(resp + list(c.token_ids), c.ended) for c in continuations]
             first = False
             scored = []
             value_started = time.perf_counter()
@@ -252,6 +208,7 @@ def reference_loop(
                 pair = encode_pair(tokenizer, prompt_text, text, ended, max_length)
                 input_ids = torch.tensor([pair.input_ids])
                 value = value_model(input_ids, torch.ones_like(input_ids))[0, -1].item()
+                count_value_tokens(len(pair.input_ids))
                 scored.append((resp, ended, text, value))
             value_seconds += time.perf_counter() - value_started
             pool = [Candidate(tuple(r), t, e, v) for r, e, t, v in scored]
@@ -259,8 +216,7 @@ def reference_loop(
                 (list(pool[i].response_ids), pool[i].ended)
                 for i in select_diversity_first(pool, settings.beams)
             ]
-    seconds = time.perf_counter() - started
-    return {"seconds": seconds, "sampled_tokens": sampled, "value_seconds": value_seconds}
+    return value_seconds
 
 
 VAS_RUNS = (("scalar", 1), ("scalar", None), ("vocabulary", None))  # (head, batch: all if None)
@@ -270,11 +226,14 @@ def vas_run(policy, tokenizer, prompts, value_model, settings, batch_size) -> di
     """Token-level VAS on `prompts` with one value model, timed; tokens are response tokens."""
     ensemble = ValueEnsemble([LoadedValue(value_model, tokenizer, 1.0)], max_length=512)
     scorer = ValueShift(ensemble, beta=1.0, policy_tokenizer=tokenizer)
-    started = time.perf_counter()
-    outputs = decode(policy, tokenizer.eos_token_id, prompts, scorer, settings, batch_size)
-    seconds = time.perf_counter() - started
-    tokens = sum(len(response) + ended for response, ended in outputs)
-    return {"seconds": seconds, "tokens": tokens, "tokens_per_second": tokens / seconds}
+    with measure() as cost:
+        outputs = decode(policy, tokenizer.eos_token_id, prompts, scorer, settings, batch_size)
+        # token-level decoding runs the policy itself, outside the engines that count
+        count_sampling(
+            [len(p.ids) for p in prompts], [[Continuation(tuple(r), e)] for r, e in outputs]
+        )
+    tokens = cost.sampled_tokens
+    return {"seconds": cost.seconds, "tokens": tokens, "tokens_per_second": tokens / cost.seconds}
 
 
 def token_guidance_speed(args, model_path: str, hf: HFEngine, texts, ids) -> dict:

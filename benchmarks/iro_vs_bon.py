@@ -8,23 +8,34 @@ In one process, on the same held-out prompts, seeds and reward:
 - for each evaluation seed: draws 16 plain samples per prompt once, which give the base model
   (sample 1), best-of-U for U = 4, 8, 16 (the best of the first U samples: the same draws a
   best-of-U run would make), and the value models' quality on them; then runs IRO iteration k at
-  U = w*k = 4 (and the last iteration at U = 16), and ARGS on a prefix of the prompts; with
-  `--methods vas ivl`, VAS (its own TD(lambda) value model) and IVL (its residual) on every prompt;
+  U = w*k = 4, the last iteration at U = 16 (w = k = 4) on the first `cost_prompts` prompts, the
+  reward-guided search at U = 4, and ARGS on a prefix of the prompts; with `--methods vas ivl`,
+  VAS (its own TD(lambda) value model) and IVL (its residual) on every prompt;
+- what each method's own decoding costs, its final reward pick included (`iro.core.cost`):
+  seconds, policy tokens, value tokens and reward calls per prompt, averaged over seeds, each run
+  from a cold prefix cache. Each method is measured as a user would run it: best-of-U for
+  U = 1, 4, 8, 16 is decoded again as best-of-U, for its cost only, on the first `cost_prompts`
+  prompts. Value training's seconds
+  (the store's build time of iterations 1..k) are reported apart, and spread over 1,000 prompts;
 - win rate against the reference and mean reward per method, with 95% BCa bootstrap intervals
   over prompts (each prompt's outcome averaged over seeds), and the paired differences the claim
   rests on (IRO at U=4 minus BoN-4, iteration 2 minus iteration 1, IRO at U=4 minus BoN-16),
   each marked supported only when its interval, as printed, excludes zero (`shows_difference`);
+  and at equal compute: each other method minus best-of-N at the largest U whose seconds per
+  prompt are not above its own (`compute_matched`);
 - how well V_k ranks partial responses (after 8, 16, 24 tokens) of held-out plain samples.
 
-Writes benchmarks/results/iro_vs_bon-<size>.json and .md, two PNG plots and the per-prompt
-rewards of every method and seed (-rewards.csv) beside them (the name also carries the split when
-it is not the held-out one, and the config when it is not the demo's: iro_vs_bon-quick-sentiment.md).
-Seeds vary the decoding; the value models are trained once (config seed), which the report says.
+Writes benchmarks/results/iro_vs_bon-<size>.json and .md, three PNG plots (test-time scaling,
+iterations, and the quality-cost frontier) and the per-prompt rewards of every method and seed
+(-rewards.csv) beside them (the name also carries the split when it is not the held-out one, and
+the config when it is not the demo's: iro_vs_bon-quick-sentiment.md). Seeds vary the decoding;
+the value models are trained once (config seed), which the report says.
 
     python benchmarks/iro_vs_bon.py --resummarise benchmarks/results/iro_vs_bon-full.json
 
-recomputes a finished run's intervals, claims, report and plots from its -rewards.csv, scoring
-only the reference summaries again (seconds): no training or decoding.
+recomputes a finished run's intervals, claims, report and plots from its -rewards.csv and the
+costs its .json recorded, scoring only the reference summaries again (seconds): no training or
+decoding. A run recorded without costs reports them as not measured.
 """
 
 from __future__ import annotations
@@ -34,8 +45,11 @@ import itertools
 import json
 import logging
 import math
+import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +58,9 @@ import pandas as pd
 
 from iro.app.environment import prepare_environment
 from iro.core.config import RunConfig, load_config, parse_config, parse_override, set_dotted_key
+from iro.core.cost import Cost, measure
 from iro.core.data import eval_slice, load_prompts, validation_slice
+from iro.core.engines.factory import get_engine
 from iro.core.fsutil import atomic_write_json, atomic_write_text
 from iro.core.stats import (
     BOOTSTRAP_RESAMPLES,
@@ -55,7 +71,7 @@ from iro.core.stats import (
     win_outcomes,
 )
 from iro.core.store.local import Artifact
-from iro.pipeline.decoder import decode_scored
+from iro.pipeline.decoder import decode
 from iro.pipeline.execution import generate, score_rows
 from iro.pipeline.generation import policy_tokenizer
 from iro.pipeline.guidance import build_value_ensemble, reward_prior
@@ -74,6 +90,10 @@ EVAL_SEED_BASE = 7919
 QUALITY_CANDIDATES = 4  # value quality is measured on each prompt's first 4 draws (6 pairs)
 PRIOR_GUIDED = "reward-guided"  # IRO's search ranked by the reward of the prefix, no value model
 REWARD_DECIMALS = 4  # mean rewards and their differences are printed with four decimals
+WIDE = (4, 4)  # (w, k) of IRO at U = 16
+AMORTISED_OVER = 1000  # prompts served, over which value training's seconds are spread
+BEST_OF_N = re.compile(r"base|bon-\d+")  # best-of-N's family: U = 1 is the base model
+COUNTERS = ("seconds", "policy_tokens", "sampled_tokens", "value_tokens", "reward_calls")
 
 SIZES: dict[str, dict[str, Any]] = {
     # minutes: one decoding seed, two iterations
@@ -81,15 +101,17 @@ SIZES: dict[str, dict[str, Any]] = {
         "overrides": {"data.prompts_per_iteration": 128, "data.eval_prompts": 64, "iterations": 2},
         "seeds": (0,),
         "args_prompts": 8,
-        "large_u": False,
+        # one engine call's worth (policy.prompts_per_call), as the full-set searches batch them
+        "cost_prompts": 32,
     },
     # the README's numbers, sized to finish within an hour on 2 CPU cores (search at l=4 costs
-    # about 3 minutes per 120 prompts, so three iterations train on 128 prompts each)
+    # about 3 minutes per 120 prompts, so three iterations train on 128 prompts each; best-of-U
+    # timed and IRO at U = 16 on 32 prompts add about 3 minutes per seed)
     "full": {
         "overrides": {"data.prompts_per_iteration": 128, "data.eval_prompts": 120, "iterations": 3},
         "seeds": (0, 1, 2),
         "args_prompts": 16,
-        "large_u": False,
+        "cost_prompts": 32,
     },
 }
 
@@ -114,6 +136,9 @@ def neighbour_guides(cfg: RunConfig, methods: list[str]) -> dict[str, tuple[RunC
 
 
 def train_iterations(pipeline: Pipeline) -> tuple[list[Artifact], list[dict[str, Any]]]:
+    """V_1..V_K and each iteration's facts: `seconds` in this run (near 0 where the store had
+    the artifacts), `build_seconds` what building its rollout, scoring, reweighting and value
+    model took, whenever that was (the store's manifests)."""
     values, summary = [], []
     for k in range(1, pipeline.cfg.iterations + 1):
         started = time.time()
@@ -123,6 +148,9 @@ def train_iterations(pipeline: Pipeline) -> tuple[list[Artifact], list[dict[str,
             {
                 "iteration": k,
                 "seconds": round(time.time() - started, 1),
+                "build_seconds": round(
+                    sum(a.manifest["build_seconds"] for a in stages.values()), 1
+                ),
                 "rollout_reward_mean": stages["score"].metrics["reward_mean"],
                 "reweight": stages["reweight"].metrics,
                 "value_training": stages["value"].metrics,
@@ -154,19 +182,63 @@ def pool_methods(pool: pd.DataFrame) -> dict[tuple[str, int], pd.Series]:
     return methods
 
 
-def prior_guided_rewards(cfg: RunConfig, prompts: pd.DataFrame, seed: int) -> pd.Series:
+def measured(cfg: RunConfig, run: Callable[[], pd.DataFrame]) -> tuple[pd.DataFrame, Cost]:
+    """`run()`, one output per prompt, and what producing it cost, from a cold prefix cache: a
+    method's cost does not depend on which methods decoded the same prompts before it."""
+    get_engine(cfg.policy, cfg.cache_dir, cfg.seed).forget_prefixes()
+    with measure() as cost:
+        outputs = run()
+    return outputs, cost
+
+
+def decoded(
+    cfg: RunConfig, prompts: pd.DataFrame, method: str, value_dirs, seed: int
+) -> tuple[pd.Series, Cost]:
+    """Each prompt's reward under `method`, and the cost of decoding it as a user would: the
+    search and, where the method picks by reward, that pick; scoring the output for this report
+    afterwards (a value-picked or token-level output) is not part of the cost."""
+    outputs, cost = measured(cfg, partial(decode, cfg, prompts, method, value_dirs, seed))
+    if "reward" not in outputs.columns:
+        outputs = score_rows(cfg, outputs)
+    return outputs.set_index("prompt_id")["reward"], cost
+
+
+def prior_guided(cfg: RunConfig, prompts: pd.DataFrame, seed: int) -> tuple[pd.Series, Cost]:
     """IRO's search ranked by the reward of the partial responses alone: no value learning.
 
     The ablation that shows what the learned residual of value.prior = reward adds.
     """
-    table = generate(cfg, prompts, search_settings(cfg, "iro"), [], seed, prior_only=True)
-    best = best_per_prompt(score_rows(cfg, table))
-    return best.set_index("prompt_id")["reward"]
+
+    def run() -> pd.DataFrame:
+        table = generate(cfg, prompts, search_settings(cfg, "iro"), [], seed, prior_only=True)
+        return best_per_prompt(score_rows(cfg, table))
+
+    best, cost = measured(cfg, run)
+    return best.set_index("prompt_id")["reward"], cost
 
 
-def decoded_rewards(cfg: RunConfig, prompts, method: str, value_dirs, seed: int) -> pd.Series:
-    outputs = decode_scored(cfg, prompts, method, value_dirs, seed)
-    return outputs.set_index("prompt_id")["reward"]
+def best_of_u_costs(cfg: RunConfig, prompts: pd.DataFrame, seed: int) -> dict[str, Cost]:
+    """What best-of-U costs decoded on its own, for U = 1 (base) and BON_US: its quality comes
+    from the shared pool of draws, which keeps the methods paired, but a pool sliced to U costs
+    nothing of its own."""
+    runs = {"base": (cfg, "base")}
+    runs |= {f"bon-{u}": (with_search(cfg, 1, u), "bon") for u in BON_US}
+    return {
+        label: measured(c, partial(decode, c, prompts, method, [], seed))[1]
+        for label, (c, method) in runs.items()
+    }
+
+
+def cost_row(
+    method: str, seed: int, prompts: int, cost: Cost, token_level: bool = False
+) -> dict[str, Any]:
+    """One measured decoding. Token-level methods run the policy and the value models directly,
+    outside the engines and the ensemble that count tokens: only their seconds and reward calls
+    are kept."""
+    row = {"method": method, "seed": seed, "prompts": prompts, **asdict(cost)}
+    if token_level:
+        row |= {"policy_tokens": None, "sampled_tokens": None, "value_tokens": None}
+    return row
 
 
 def _memoised(prior: Prior) -> Prior:
@@ -228,8 +300,82 @@ def value_quality(cfg: RunConfig, values: list[Artifact], pool: pd.DataFrame) ->
     return rows
 
 
-def summarise(rewards: pd.DataFrame, reference: pd.Series) -> tuple[list[dict], list[dict]]:
-    """Per-method intervals and the paired differences, from long-format per-prompt rewards."""
+def training_seconds(method: str, training: list[dict]) -> float | None:
+    """Seconds of training a method needs before it serves a prompt: iterations 1..k for IRO
+    with V_k, none for best-of-N, ARGS and the reward-guided search; None where the run did not
+    record it (VAS and IVL, or iterations recorded without build times)."""
+    iro = re.match(r"iro-iter(\d+)", method)
+    if iro:
+        built = [t.get("build_seconds") for t in training[: int(iro.group(1))]]
+        return None if None in built else float(sum(built))
+    if BEST_OF_N.fullmatch(method) or method in ("args", PRIOR_GUIDED):
+        return 0.0
+    return None
+
+
+NOT_MEASURED: dict[str, Any] = {
+    **{f"{c}_per_prompt": None for c in COUNTERS},
+    "cost_prompts": None,
+    "training_seconds": None,
+    "amortised_training_seconds_per_prompt": None,
+}
+
+
+def method_costs(rows: list[dict], training: list[dict]) -> dict[str, dict[str, Any]]:
+    """Per method: each counter per prompt, averaged over the seeds that measured it, the
+    prompts it was measured on, and its training seconds, also spread over AMORTISED_OVER
+    prompts served."""
+    if not rows:
+        return {}
+    costs = {}
+    for method, runs in pd.DataFrame(rows).groupby("method", sort=False):
+        per_prompt = runs[list(COUNTERS)].astype(float).div(runs["prompts"], axis=0).mean()
+        train = training_seconds(method, training)
+        costs[method] = {
+            **{f"{c}_per_prompt": None if pd.isna(v) else float(v) for c, v in per_prompt.items()},
+            "cost_prompts": int(runs["prompts"].max()),
+            "training_seconds": train,
+            "amortised_training_seconds_per_prompt": (
+                None if train is None else train / AMORTISED_OVER
+            ),
+        }
+    return costs
+
+
+def compute_matches(methods: list[dict]) -> dict[str, str | None]:
+    """Each timed method outside best-of-N's family -> the best-of-N at the largest U whose
+    seconds per prompt are not above its own; None when every best-of-N took longer."""
+    timed = [m for m in methods if m.get("seconds_per_prompt") is not None]
+    bon = [m for m in timed if BEST_OF_N.fullmatch(m["method"])]
+    matches = {}
+    for m in timed:
+        if BEST_OF_N.fullmatch(m["method"]):
+            continue
+        cheaper = [b for b in bon if b["seconds_per_prompt"] <= m["seconds_per_prompt"]]
+        matches[m["method"]] = max(cheaper, key=lambda b: b["u"])["method"] if cheaper else None
+    return matches
+
+
+def claim_pairs(columns: list[str]) -> list[tuple[str, str]]:
+    """The fixed comparisons the claim rests on, among the methods that ran."""
+    iro = sorted(m for m in columns if m.startswith("iro-iter") and "-u" not in m)
+    pairs = [(m, "bon-4") for m in iro] + [(m, "bon-16") for m in iro[-1:]]
+    if PRIOR_GUIDED in columns:
+        pairs += [(PRIOR_GUIDED, "bon-4")] + [(m, PRIOR_GUIDED) for m in iro]
+    pairs += [(later, earlier) for earlier, later in itertools.pairwise(iro)]
+    pairs += [(m, "bon-16") for m in columns if m.endswith("-u16")]
+    neighbours = [m for m in columns if m.startswith(("vas-", "ivl"))]  # --methods
+    pairs += [(m, "base") for m in neighbours] + [(m, "bon-4") for m in neighbours]
+    pairs += [(iro[-1], m) for m in neighbours if iro]
+    return pairs
+
+
+def summarise(
+    rewards: pd.DataFrame, reference: pd.Series, costs: dict[str, dict] | None = None
+) -> tuple[list[dict], list[dict]]:
+    """Per-method intervals and costs, and the paired differences: the claim's, and each timed
+    method against best-of-N at equal compute, from long-format per-prompt rewards."""
+    costs = costs or {}
     rewards = rewards.assign(
         win=lambda d: win_outcomes(d["reward"].to_numpy(), reference.loc[d["prompt_id"]].to_numpy())
     )
@@ -243,18 +389,17 @@ def summarise(rewards: pd.DataFrame, reference: pd.Series) -> tuple[list[dict], 
                 "seeds": int(rewards.loc[rewards["method"] == method, "seed"].nunique()),
                 "win_rate": win.mean, "win_ci": [win.ci_low, win.ci_high],
                 "mean_reward": reward.mean, "reward_ci": [reward.ci_low, reward.ci_high],
+                **costs.get(method, NOT_MEASURED),
             }
         )  # fmt: skip
+    matches = compute_matches(methods)
+    for m in methods:
+        if m["method"] in matches:
+            m["compute_matched_bon"] = matches[m["method"]]
     wins = per_prompt["win"].droplevel("u").unstack("method")
-    iro = sorted(m for m in wins.columns if m.startswith("iro-iter") and "-u" not in m)
-    pairs = [(m, "bon-4") for m in iro] + [(m, "bon-16") for m in iro[-1:]]
-    if PRIOR_GUIDED in wins.columns:
-        pairs += [(PRIOR_GUIDED, "bon-4")] + [(m, PRIOR_GUIDED) for m in iro]
-    pairs += [(later, earlier) for earlier, later in itertools.pairwise(iro)]
-    pairs += [(m, "bon-16") for m in wins.columns if m.endswith("-u16")]
-    neighbours = [m for m in wins.columns if m.startswith(("vas-", "ivl"))]  # --methods
-    pairs += [(m, "base") for m in neighbours] + [(m, "bon-4") for m in neighbours]
-    pairs += [(iro[-1], m) for m in neighbours if iro]
+    matched = [(a, b) for a, b in matches.items() if b is not None]
+    pairs = claim_pairs(list(wins.columns))
+    pairs += [pair for pair in matched if pair not in pairs]
     rewards_by_method = per_prompt["reward"].droplevel("u").unstack("method")
     differences = []
     for a, b in pairs:
@@ -269,14 +414,50 @@ def summarise(rewards: pd.DataFrame, reference: pd.Series) -> tuple[list[dict], 
              "reward_difference": reward.mean, "reward_ci": [reward.ci_low, reward.ci_high],
              "reward_supported": shows_difference(
                  reward.ci_low, reward.ci_high, scale=1.0, decimals=REWARD_DECIMALS
-             )}
+             ),
+             "compute_matched": (a, b) in matched}
         )  # fmt: skip
     return methods, differences
 
 
-def _error_bars(rows: pd.DataFrame) -> np.ndarray:
-    """Matplotlib's (2, n) distances from each win rate to its interval's ends, in points."""
-    return 100 * np.abs(np.array(rows["win_ci"].tolist()).T - rows["win_rate"].to_numpy())
+def _error_bars(
+    rows: pd.DataFrame, value: str = "win_rate", interval: str = "win_ci", scale: float = 100.0
+) -> np.ndarray:
+    """Matplotlib's (2, n) distances from each value to its interval's ends (win rate: points)."""
+    return scale * np.abs(np.array(rows[interval].tolist()).T - rows[value].to_numpy())
+
+
+def family(method: str) -> str:
+    """The curve a method is drawn on against cost: best-of-N over U, or one method over U."""
+    return "best-of-U (U=1: base)" if BEST_OF_N.fullmatch(method) else re.sub(r"-u\d+$", "", method)
+
+
+def plot_frontier(table: pd.DataFrame, path: str) -> str:
+    """Win rate and mean reward against seconds per prompt: best-of-N from U = 1 to 16 draws the
+    frontier that a method must lie above to be worth its seconds."""
+    import matplotlib.pyplot as plt
+
+    fig, (win_ax, reward_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    timed = table.dropna(subset=["seconds_per_prompt"])
+    for name, rows in timed.groupby(timed["method"].map(family), sort=False):
+        rows = rows.sort_values("seconds_per_prompt")
+        seconds = rows["seconds_per_prompt"]
+        win_ax.errorbar(seconds, 100 * rows["win_rate"], yerr=_error_bars(rows), marker="o",
+                        capsize=3, label=name)  # fmt: skip
+        reward_bars = _error_bars(rows, "mean_reward", "reward_ci", scale=1.0)
+        reward_ax.errorbar(seconds, rows["mean_reward"], yerr=reward_bars, marker="o", capsize=3)
+        for x, y, u in zip(seconds, 100 * rows["win_rate"], rows["u"], strict=True):
+            win_ax.annotate(f"U={u}", (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7)
+    for ax, ylabel in ((win_ax, "win rate vs reference (%)"), (reward_ax, "mean reward")):
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds per prompt (log scale)")
+        ax.set_ylabel(ylabel)
+    win_ax.legend(fontsize=8)
+    fig.suptitle("Quality against cost (95% BCa bootstrap intervals over prompts)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _save(fig, ax, xlabel: str, path: str) -> str:
@@ -292,7 +473,8 @@ def _save(fig, ax, xlabel: str, path: str) -> str:
 
 
 def plot(methods: list[dict], out_stem: Path) -> list[str]:
-    """Win rate against U (the paper's test-time scaling figure) and against the iteration."""
+    """Win rate against U (the paper's test-time scaling figure) and against the iteration;
+    quality against seconds per prompt where the run measured costs."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -322,12 +504,99 @@ def plot(methods: list[dict], out_stem: Path) -> list[str]:
         if len(rate):
             ax.axhline(100 * rate.iloc[0], linestyle=style, color="gray", label=name)
     ax.set_xticks(sorted(ks))
-    return [scaling, _save(fig, ax, "IRO iteration", f"{out_stem}-iterations.png")]
+    plots = [scaling, _save(fig, ax, "IRO iteration", f"{out_stem}-iterations.png")]
+    if table["seconds_per_prompt"].notna().any():
+        plots.append(plot_frontier(table, f"{out_stem}-frontier.png"))
+    return plots
+
+
+def _reward_text(x: float, sign: str = "") -> str:
+    return f"{x:{sign}.{REWARD_DECIMALS}f}"
+
+
+def _yes(shown: bool) -> str:
+    return "yes" if shown else "no"
+
+
+def _difference_cells(d: dict[str, Any]) -> str:
+    """A paired difference's table cells: win rate, interval, supported, then the same in reward."""
+    return (
+        f"{points(d['win_rate_difference'])} pts | [{points(d['ci'][0])}, {points(d['ci'][1])}] "
+        f"| {_yes(d['supported'])} | {_reward_text(d['reward_difference'], '+')} | "
+        f"[{_reward_text(d['reward_ci'][0], '+')}, {_reward_text(d['reward_ci'][1], '+')}] | "
+        f"{_yes(d['reward_supported'])}"
+    )
+
+
+def _or_not_measured(value: float | None, spec: str) -> str:
+    return "not measured" if value is None else f"{value:{spec}}"
+
+
+def cost_lines(methods: list[dict]) -> list[str]:
+    """The cost table: what each method's own decoding spends per prompt, and its training."""
+    if all(m.get("seconds_per_prompt") is None for m in methods):
+        return ["Cost per prompt: not measured in this run.", ""]
+    lines = [
+        "Cost per prompt of each method's own decoding, its final reward pick included, averaged "
+        "over seeds (`iro.core.cost`): seconds of wall time; policy tokens, the positions the "
+        "policy's forward passes computed (prefixes less what the prefix cache served, then the "
+        "sampled tokens fed back); value tokens, those the value models read; reward calls, the "
+        "responses, whole or partial, a reward scored. Each run starts from a cold prefix cache. "
+        "Best-of-U was decoded again as best-of-U for its cost; it and IRO at U=16 were measured "
+        "on the first prompts only (prompts timed). Token-level methods run the policy outside "
+        "the engines that count tokens. Value "
+        f"training is a one-off: the last column spreads it over {AMORTISED_OVER:,} prompts "
+        "served.",
+        "",
+        "| method | U | seconds | policy tokens | value tokens | reward calls | prompts timed "
+        f"| value training (s) | training per prompt over {AMORTISED_OVER:,} prompts (s) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for m in methods:
+        lines.append(
+            f"| {m['method']} | {m['u']} | {_or_not_measured(m.get('seconds_per_prompt'), '.3g')} | "
+            f"{_or_not_measured(m.get('policy_tokens_per_prompt'), ',.0f')} | "
+            f"{_or_not_measured(m.get('value_tokens_per_prompt'), ',.0f')} | "
+            f"{_or_not_measured(m.get('reward_calls_per_prompt'), '.1f')} | "
+            f"{_or_not_measured(m.get('cost_prompts'), 'd')} | "
+            f"{_or_not_measured(m.get('training_seconds'), '.0f')} | "
+            f"{_or_not_measured(m.get('amortised_training_seconds_per_prompt'), '.3f')} |"
+        )
+    return [*lines, ""]
+
+
+def compute_matched_lines(methods: list[dict], differences: list[dict]) -> list[str]:
+    """Each method against best-of-N at the largest U its seconds per prompt pay for."""
+    matched = {
+        m["method"]: m.get("compute_matched_bon") for m in methods if "compute_matched_bon" in m
+    }
+    if not matched:
+        return ["Comparisons at equal compute: not measured in this run.", ""]
+    seconds = {m["method"]: m.get("seconds_per_prompt") for m in methods}
+    lines = [
+        "At equal compute: each method against best-of-N at the largest U whose seconds per "
+        "prompt are not above its own, paired on the prompts both decoded.",
+        "",
+        "| comparison | seconds per prompt | win-rate difference | 95% interval | supported | "
+        "mean-reward difference | 95% interval | supported |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for d in differences:
+        if d.get("compute_matched"):
+            lines.append(
+                f"| {d['a']} − {d['b']} | {seconds[d['a']]:.3g} vs {seconds[d['b']]:.3g} | "
+                f"{_difference_cells(d)} |"
+            )
+    lines += [
+        f"- {method} ({seconds[method]:.3g} s per prompt) is faster than every best-of-N "
+        "measured: no comparison at equal compute."
+        for method, bon in matched.items()
+        if bon is None
+    ]
+    return [*lines, ""]
 
 
 def markdown(result: dict[str, Any]) -> str:
-    rew = lambda x, sign="": f"{x:{sign}.{REWARD_DECIMALS}f}"  # noqa: E731
-    yes = lambda shown: "yes" if shown else "no"  # noqa: E731
     lines = [
         f"# IRO vs best-of-N ({result['size']}, {result['split']} prompts)",
         "",
@@ -349,8 +618,8 @@ def markdown(result: dict[str, Any]) -> str:
     for m in result["methods"]:
         lines.append(
             f"| {m['method']} | {m['u']} | {points(m['win_rate'])}% | [{points(m['win_ci'][0])}, "
-            f"{points(m['win_ci'][1])}] | {rew(m['mean_reward'])} | [{rew(m['reward_ci'][0])}, "
-            f"{rew(m['reward_ci'][1])}] |"
+            f"{points(m['win_ci'][1])}] | {_reward_text(m['mean_reward'])} | "
+            f"[{_reward_text(m['reward_ci'][0])}, {_reward_text(m['reward_ci'][1])}] |"
         )
     lines += [
         "",
@@ -359,12 +628,7 @@ def markdown(result: dict[str, Any]) -> str:
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for d in result["differences"]:
-        lines.append(
-            f"| {d['a']} − {d['b']} | {points(d['win_rate_difference'])} pts | "
-            f"[{points(d['ci'][0])}, {points(d['ci'][1])}] | {yes(d['supported'])} | "
-            f"{rew(d['reward_difference'], '+')} | [{rew(d['reward_ci'][0], '+')}, "
-            f"{rew(d['reward_ci'][1], '+')}] | {yes(d['reward_supported'])} |"
-        )
+        lines.append(f"| {d['a']} − {d['b']} | {_difference_cells(d)} |")
     lines += [
         "",
         "Supported: the 95% interval, as printed above, lies wholly above or wholly below zero "
@@ -373,6 +637,8 @@ def markdown(result: dict[str, Any]) -> str:
         "zero, so this run shows no difference either way; that is not evidence that the two "
         "are equal, nor that either is at least as good as the other.",
         "",
+        *cost_lines(result["methods"]),
+        *compute_matched_lines(result["methods"], result["differences"]),
         "Value quality on held-out plain samples, each prompt's first 4 draws (pairwise "
         "accuracy: share of a prompt's "
         "candidate pairs that V at the prefix orders as the final reward does; 0.5 = chance):",
@@ -389,8 +655,9 @@ def markdown(result: dict[str, Any]) -> str:
     lines += ["", "Training per iteration:", ""]
     for t in result["training"]:
         v = t["value_training"]
+        built = f" (built in {t['build_seconds']} s)" if "build_seconds" in t else ""
         lines.append(
-            f"- iteration {t['iteration']}: {t['seconds']} s, rollout reward "
+            f"- iteration {t['iteration']}: {t['seconds']} s in this run{built}, rollout reward "
             f"{t['rollout_reward_mean']:.4f}, value loss {v['first_logged_loss']:.3f} → "
             f"{v['last_logged_loss']:.3f} (standardised; a constant scores 0.5), "
             f"{int(v['examples'])} rows"
@@ -420,8 +687,10 @@ def reference_rewards(cfg: RunConfig, prompts: pd.DataFrame) -> pd.Series:
 def publish(
     result: dict[str, Any], rewards: pd.DataFrame, reference: pd.Series, stem: Path
 ) -> dict[str, Any]:
-    """`result` with the methods, differences and plots of `rewards`, written as <stem>.json/.md."""
-    methods, differences = summarise(rewards, reference)
+    """`result` with the methods, differences and plots of `rewards` and of the costs `result`
+    recorded, written as <stem>.json/.md."""
+    costs = method_costs(result.get("costs", []), result["training"])
+    methods, differences = summarise(rewards, reference, costs)
     methods.sort(
         key=lambda m: (
             m["method"].startswith(("iro", PRIOR_GUIDED, "vas", "ivl")),
@@ -477,13 +746,17 @@ def run(
 
     prompts = evaluation_prompts(cfg, split)
     reference = reference_rewards(cfg, prompts)
-    long_rows, quality = [], []
+    subset = prompts.head(spec["cost_prompts"])  # best-of-U timed alone, and IRO at U = 16
+    long_rows, costs, quality = [], [], []
 
     def add(method: str, u: int, seed: int, rewards: pd.Series) -> None:
         long_rows.extend(
             {"method": method, "u": u, "seed": seed, "prompt_id": p, "reward": float(r)}
             for p, r in rewards.items()
         )
+
+    def spend(method: str, seed: int, prompts_run: int, cost: Cost, token_level=False) -> None:
+        costs.append(cost_row(method, seed, prompts_run, cost, token_level))
 
     # iro_vs_bon-<size>[-<split>][-<config>]: the demo's held-out results keep the plain name
     suffixes = [size] + ([split] if split != "test" else [])
@@ -504,6 +777,7 @@ def run(
             "value_quality": quality,
             "reference_mean_reward": float(reference.mean()),
             "timings_s": {k: round(v, 1) for k, v in timings.items()},
+            "costs": costs,
             "seconds": time.time() - started,
         }
         # per prompt and seed, first: what --resummarise reads, and other comparisons need
@@ -512,49 +786,40 @@ def run(
         atomic_write_text(stem.with_name(f"{stem.name}-rewards.csv"), rows)
         return publish(run_facts, pd.DataFrame(long_rows), reference, stem)
 
+    u = cfg.search.budget_u
+    wide = with_search(cfg, *WIDE)
     for index, seed in enumerate(spec["seeds"]):
         eval_seed = EVAL_SEED_BASE + 1000 * seed
         t0 = time.time()
         pool = sample_pool(cfg, prompts, eval_seed)
-        for (method, u), rewards in pool_methods(pool).items():
-            add(method, u, seed, rewards)
+        for (method, pool_u), rewards in pool_methods(pool).items():
+            add(method, pool_u, seed, rewards)
         timings[f"seed{seed}-samples"] = time.time() - t0
         if seed == spec["seeds"][0]:
             quality = value_quality(cfg, values, pool[pool["candidate"] < QUALITY_CANDIDATES])
+        for label, cost in best_of_u_costs(cfg, subset, eval_seed).items():
+            spend(label, seed, len(subset), cost)
         for k in range(1, len(values) + 1):
-            t0 = time.time()
-            u = cfg.search.budget_u
-            add(
-                f"iro-iter{k}",
-                u,
-                seed,
-                decoded_rewards(cfg, prompts, "iro", value_dirs[:k], eval_seed),
-            )
-            timings[f"seed{seed}-iro-iter{k}"] = time.time() - t0
-        t0 = time.time()
-        add(PRIOR_GUIDED, cfg.search.budget_u, seed, prior_guided_rewards(cfg, prompts, eval_seed))
-        timings[f"seed{seed}-{PRIOR_GUIDED}"] = time.time() - t0
-        if spec["large_u"]:
-            t0 = time.time()
-            k = len(values)
-            wide = with_search(cfg, 4, 4)
-            add(
-                f"iro-iter{k}-u16",
-                16,
-                seed,
-                decoded_rewards(wide, prompts, "iro", value_dirs, eval_seed),
-            )
-            timings[f"seed{seed}-iro-u16"] = time.time() - t0
+            rewards, cost = decoded(cfg, prompts, "iro", value_dirs[:k], eval_seed)
+            add(f"iro-iter{k}", u, seed, rewards)
+            spend(f"iro-iter{k}", seed, len(prompts), cost)
+        rewards, cost = prior_guided(cfg, prompts, eval_seed)
+        add(PRIOR_GUIDED, u, seed, rewards)
+        spend(PRIOR_GUIDED, seed, len(prompts), cost)
+        label = f"iro-iter{len(values)}-u{wide.search.budget_u}"
+        rewards, cost = decoded(wide, subset, "iro", value_dirs, eval_seed)
+        add(label, wide.search.budget_u, seed, rewards)
+        spend(label, seed, len(subset), cost)
         for label, (guide_cfg, guide_dir) in guides.items():  # token by token, all prompts
-            t0 = time.time()
             method = label.split("-")[0]
-            add(label, 1, seed, decoded_rewards(guide_cfg, prompts, method, [guide_dir], eval_seed))
-            timings[f"seed{seed}-{label}"] = time.time() - t0
+            rewards, cost = decoded(guide_cfg, prompts, method, [guide_dir], eval_seed)
+            add(label, 1, seed, rewards)
+            spend(label, seed, len(prompts), cost, token_level=True)
         if spec["args_prompts"] and seed == spec["seeds"][0]:  # token by token: slow on a CPU
-            t0 = time.time()
-            subset = prompts.head(spec["args_prompts"])
-            add("args", 1, seed, decoded_rewards(cfg, subset, "args", [], eval_seed))
-            timings[f"seed{seed}-args"] = time.time() - t0
+            head = prompts.head(spec["args_prompts"])
+            rewards, cost = decoded(cfg, head, "args", [], eval_seed)
+            add("args", 1, seed, rewards)
+            spend("args", seed, len(head), cost, token_level=True)
         log.info("seed %d done after %.0f s", seed, time.time() - started)
         result = write(list(spec["seeds"][: index + 1]))
 
@@ -569,6 +834,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--seeds", type=int, nargs="+", help="decoding seeds (default: the size's)")
     parser.add_argument("--args-prompts", type=int, help="ARGS on this many prompts (0: skip)")
+    parser.add_argument(
+        "--cost-prompts", type=int, help="time best-of-U, and run IRO at U=16, on this many prompts"
+    )
     parser.add_argument(
         "--split",
         choices=["test", "validation"],
@@ -591,6 +859,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.args_prompts == 1:
         parser.error("--args-prompts: an interval needs at least 2 prompts (0 skips ARGS)")
+    if args.cost_prompts is not None and args.cost_prompts < 2:
+        parser.error("--cost-prompts: an interval needs at least 2 prompts")
     prepare_environment()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.resummarise:
@@ -600,6 +870,7 @@ def main() -> None:
     result = run(
         args.size, args.config, overrides, args.out, args.split, tuple(args.methods),
         seeds=tuple(args.seeds) if args.seeds else None, args_prompts=args.args_prompts,
+        cost_prompts=args.cost_prompts,
     )  # fmt: skip
     print(markdown(result))
 

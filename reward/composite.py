@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from iro.core.cost import count_reward_calls
 from iro.reward.base import Reward, check_scores
 
 
@@ -23,6 +24,7 @@ class WeightedSum(Reward):
         """Total score and each component's unweighted score, checked for NaN/inf."""
         if len(prompts) != len(responses):
             raise ValueError(f"{len(prompts)} prompts but {len(responses)} responses")
+        count_reward_calls(len(responses))
         parts: dict[str, np.ndarray] = {}
         total = np.zeros(len(responses))
         for reward, weight in self.components:

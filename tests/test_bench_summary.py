@@ -145,3 +145,101 @@ def test_resummarise_rebuilds_a_runs_report_from_its_stored_rewards(tmp_path, mo
     monkeypatch.setattr(bench, "reference_rewards", lambda cfg, prompts: REFERENCE + 0.1)
     with pytest.raises(ValueError, match="the reward or the data changed"):
         bench.resummarise(stem.with_suffix(".json"))
+
+
+def timed(method: str, u: int, seconds: float | None) -> dict:
+    return {"method": method, "u": u, "seconds_per_prompt": seconds}
+
+
+def test_each_method_meets_the_best_of_n_at_the_largest_u_its_seconds_pay_for():
+    methods = [
+        timed("base", 1, 0.1), timed("bon-4", 4, 0.45), timed("bon-8", 8, 0.40),
+        timed("bon-16", 16, 1.6), timed("iro-iter1", 4, 0.9), timed("reward-guided", 4, 0.42),
+        timed("iro-iter2-u16", 16, 2.0), timed("args", 1, 0.05), timed("vas-iter1", 1, None),
+    ]  # fmt: skip
+    assert bench.compute_matches(methods) == {
+        "iro-iter1": "bon-8",  # bon-16 took longer; bon-8, the largest U below, was faster than 4
+        "reward-guided": "bon-8",
+        "iro-iter2-u16": "bon-16",
+        "args": None,  # faster than every best-of-N: nothing to match
+    }  # the untimed method is left out
+    assert bench.compute_matches([timed("bon-4", 4, 0.5), timed("iro-iter1", 4, 0.5)]) == {
+        "iro-iter1": "bon-4"  # equal seconds are not above
+    }
+
+
+def test_costs_per_prompt_average_the_seeds_and_spread_training_over_served_prompts():
+    rows = [
+        {"method": "iro-iter2", "seed": seed, "prompts": 10, "seconds": seconds,
+         "policy_tokens": 1000, "sampled_tokens": 400, "value_tokens": 300, "reward_calls": 40}
+        for seed, seconds in ((0, 2.0), (1, 4.0))
+    ] + [
+        {"method": "args", "seed": 0, "prompts": 4, "seconds": 2.0, "policy_tokens": None,
+         "sampled_tokens": None, "value_tokens": None, "reward_calls": 80}
+    ]  # fmt: skip
+    training = [{"build_seconds": 100.0}, {"build_seconds": 50.0}, {"build_seconds": 25.0}]
+    costs = bench.method_costs(rows, training)
+    iro = costs["iro-iter2"]
+    assert iro["seconds_per_prompt"] == pytest.approx(0.3)
+    assert (iro["policy_tokens_per_prompt"], iro["reward_calls_per_prompt"]) == (100.0, 4.0)
+    assert iro["training_seconds"] == 150.0  # iterations 1 and 2
+    assert iro["amortised_training_seconds_per_prompt"] == pytest.approx(0.15)
+    assert costs["args"]["policy_tokens_per_prompt"] is None
+    assert costs["args"]["reward_calls_per_prompt"] == 20.0
+    assert costs["args"]["training_seconds"] == 0.0
+
+
+def five_method_rewards() -> pd.DataFrame:
+    """two_seed_rewards, with ARGS and the reward-guided search beside them."""
+    extra = [
+        {"method": method, "u": u, "seed": seed, "prompt_id": p, "reward": 0.55}
+        for method, u in (("args", 1), ("reward-guided", 4))
+        for seed in (0, 1)
+        for p in REFERENCE.index
+    ]
+    return pd.concat([two_seed_rewards(), pd.DataFrame(extra)], ignore_index=True)
+
+
+COSTS = {
+    method: {**bench.NOT_MEASURED, "seconds_per_prompt": seconds}
+    for method, seconds in (
+        ("bon-4", 0.4), ("bon-16", 1.6), ("iro-iter1", 1.0), ("args", 0.5),
+        ("reward-guided", 0.1),
+    )
+}  # fmt: skip
+
+
+def test_compute_matched_differences_are_marked_and_reported():
+    methods, differences = bench.summarise(five_method_rewards(), REFERENCE, COSTS)
+    matched = {(d["a"], d["b"]) for d in differences if d["compute_matched"]}
+    assert matched == {("iro-iter1", "bon-4"), ("args", "bon-4")}
+    assert not any(d["compute_matched"] for d in differences if d["b"] == "bon-16")
+    by_name = {m["method"]: m for m in methods}
+    assert by_name["iro-iter1"]["compute_matched_bon"] == "bon-4"
+    assert by_name["reward-guided"]["compute_matched_bon"] is None
+    assert "compute_matched_bon" not in by_name["bon-4"]
+    text = bench.markdown(
+        {**run_facts(), "methods": methods, "differences": differences, "plots": []}
+    )
+    assert "| args − bon-4 | 0.5 vs 0.4 |" in text
+    assert "reward-guided (0.1 s per prompt) is faster than every best-of-N measured" in text
+
+
+def test_a_run_recorded_without_costs_reports_them_as_not_measured(tmp_path):
+    unmeasured = bench.publish(run_facts(), two_seed_rewards(), REFERENCE, tmp_path / "old")
+    assert all(m["seconds_per_prompt"] is None for m in unmeasured["methods"])
+    text = (tmp_path / "old.md").read_text()
+    assert "Cost per prompt: not measured in this run." in text
+    assert "Comparisons at equal compute: not measured in this run." in text
+    assert not any(p.endswith("-frontier.png") for p in unmeasured["plots"])
+
+    rows = [
+        {"method": method, "seed": 0, "prompts": 40, "seconds": 40 * seconds,
+         "policy_tokens": 4000, "sampled_tokens": 2000, "value_tokens": 0, "reward_calls": 160}
+        for method, seconds in (("bon-4", 0.4), ("bon-16", 1.6), ("iro-iter1", 1.0))
+    ]  # fmt: skip
+    measured = bench.publish(
+        {**run_facts(), "costs": rows}, two_seed_rewards(), REFERENCE, tmp_path / "new"
+    )
+    assert any(p.endswith("-frontier.png") for p in measured["plots"])
+    assert "| iro-iter1 − bon-4 | 1 vs 0.4 |" in (tmp_path / "new.md").read_text()

@@ -14,6 +14,8 @@ A value model trained on a prior (`TokenValueModel.prior`) predicts a residual: 
 prior (the run's reward read on the candidate so far) plus the network's output, and a finished
 candidate is valued at the prior alone, its reward. The prior is computed once per call and
 shared by all members.
+
+Every forward pass adds the tokens it read to the open cost meters (`iro.core.cost.measure`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from iro.core.cost import count_value_tokens
 from iro.valuefn.encoding import encode_pair, right_pad
 from iro.valuefn.kv_cache import CachedRows, ResponseKV
 from iro.valuefn.model import TokenValueModel
@@ -96,6 +99,7 @@ class LoadedValue:
         if state is None:
             ids = self.tokenizer(prompt, add_special_tokens=False).input_ids
             cache, values = self.model.prefill([ids])
+            count_value_tokens(len(ids))
             state = PromptState(ids, cache, values.item())
             self.prompts[prompt] = state
             if len(self.prompts) > PROMPT_CACHE_SIZE:
@@ -202,6 +206,7 @@ class ValueEnsemble:
             for r, e in zip(responses, ended, strict=True)
         ]
         ids, mask = right_pad([p.input_ids for p in pairs], self._pad_id(member))
+        count_value_tokens(int(mask.sum()))
         device = next(member.model.parameters()).device
         return _last_real(member.model(ids.to(device), mask.to(device)), mask)
 
@@ -241,12 +246,14 @@ class ValueEnsemble:
         todo.sort(key=lambda t: t.prompt_cache.mask.shape[1] + len(t.reused))
         for start in range(0, len(todo), self.batch_size):
             batch = todo[start : start + self.batch_size]
+            new_ids = [t.row[len(t.reused) :] for t in batch]
             batch_values, states = member.model.continue_responses(
                 [t.prompt_cache for t in batch],
                 [t.reused for t in batch],
-                [t.row[len(t.reused) :] for t in batch],
+                new_ids,
                 self._pad_id(member),
             )
+            count_value_tokens(sum(map(len, new_ids)))
             for t, value, read in zip(batch, batch_values, states, strict=True):
                 values[t.index] = value
                 keep(t.prompt, ReadResponse(t.row, read, value))

@@ -47,3 +47,8 @@ class Engine(ABC):
         self, requests: Sequence[ContinuationRequest], sampling: SamplingSettings
     ) -> list[list[Continuation]]:
         """Return, for each request, its `n` continuations in a seed-determined order."""
+
+    def forget_prefixes(self) -> None:  # noqa: B027 - engines with a prefix cache override it
+        """Drop every cached prefix, so that the next call computes what a first request would
+        (a measured run then does not depend on what ran before it). Without a prefix cache in
+        this process there is nothing to drop."""

@@ -7,7 +7,16 @@ from collections.abc import Sequence
 import torch
 from torch.nn.utils.rnn import pad_sequence
 
+from iro.core.cost import count_sampling
 from iro.core.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
+
+
+def continuation(sample: list[int], eos_token_id: int) -> Continuation:
+    """A generated row up to its end-of-sequence token, which is dropped (`ended` says it came);
+    after it, generate only pads."""
+    ended = eos_token_id in sample
+    ids = sample[: sample.index(eos_token_id)] if ended else sample
+    return Continuation(token_ids=tuple(ids), ended=ended)
 
 
 class HFEngine(Engine):
@@ -72,14 +81,14 @@ class HFEngine(Engine):
             pad_token_id=self.pad_token_id,
             eos_token_id=self.eos_token_id,
         )[:, width:]
-        results: list[list[Continuation]] = []
-        for row in range(len(group)):
-            continuations = []
-            for sample in generated[row * n : (row + 1) * n].tolist():
-                ended = self.eos_token_id in sample
-                ids = sample[: sample.index(self.eos_token_id)] if ended else sample
-                continuations.append(Continuation(token_ids=tuple(ids), ended=ended))
-            results.append(continuations)
+        results = [
+            [
+                continuation(sample, self.eos_token_id)
+                for sample in generated[row * n : (row + 1) * n].tolist()
+            ]
+            for row in range(len(group))
+        ]
+        count_sampling([len(r.prefix_ids) for r in group], results)
         return results
 
     def continue_batch(

@@ -7,6 +7,7 @@ import os
 from collections.abc import Sequence
 
 from iro.core.config import ConfigError
+from iro.core.cost import count_sampling
 from iro.core.engines.base import Continuation, ContinuationRequest, Engine, SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -97,6 +98,29 @@ class VLLMEngine(Engine):
         )
         self.max_model_len = max_model_len
         self.eos_token_id = self._llm.get_tokenizer().eos_token_id
+        self._scheduled_tokens = 0
+        self._count_scheduled_tokens()
+
+    def _count_scheduled_tokens(self) -> None:
+        """Add up the tokens vLLM's scheduler puts through the model at every step: the policy's
+        compute, as vLLM itself counts it (prefixes less what the prefix cache served, sampled
+        tokens fed back, anything recomputed). `RequestOutput.num_cached_tokens` cannot give it:
+        with n > 1 it reports one sample's cache hits only."""
+        core = getattr(self._llm.llm_engine.engine_core, "engine_core", None)
+        if core is None:
+            log.warning("policy tokens are not counted: vLLM's engine core runs in another process")
+            return
+        schedule = core.scheduler.schedule
+
+        def counted(*args, **kwargs):
+            output = schedule(*args, **kwargs)
+            self._scheduled_tokens += output.total_num_scheduled_tokens
+            return output
+
+        core.scheduler.schedule = counted
+
+    def forget_prefixes(self) -> None:
+        self._llm.reset_prefix_cache()
 
     def continue_batch(
         self, requests: Sequence[ContinuationRequest], sampling: SamplingSettings
@@ -118,6 +142,7 @@ class VLLMEngine(Engine):
             )
             for r in requests
         ]
+        scheduled_before = self._scheduled_tokens
         outputs = self._llm.generate(prompts, params, use_tqdm=False)
         results = []
         for output in outputs:
@@ -129,4 +154,6 @@ class VLLMEngine(Engine):
                     ids = ids[:-1]
                 continuations.append(Continuation(token_ids=ids, ended=ended))
             results.append(continuations)
+        computed = self._scheduled_tokens - scheduled_before
+        count_sampling([len(r.prefix_ids) for r in requests], results, computed)
         return results
