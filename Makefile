@@ -6,7 +6,7 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 REQS := $(wildcard requirements/*.txt) pyproject.toml
 
-.PHONY: install ui-deps db-deps demo bench bench-quick test test-fast lint format clean-store
+.PHONY: install ui-deps db-deps demo bench bench-quick test test-fast lint format clean-store gpu-smoke
 
 install: $(STAMP)
 
@@ -53,3 +53,8 @@ format: install
 
 clean-store:
 	rm -rf .iro/store
+
+# The GPU paths on a CUDA machine (docs/gpu.md). Installs nothing (`install` is the CPU stack): it
+# runs the python3 where `pip install ".[gpu,...]"` went, or PYTHON=/path/to/python.
+gpu-smoke:
+	$(or $(PYTHON),python3) scripts/gpu_smoke.py
