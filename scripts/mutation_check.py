@@ -1,6 +1,6 @@
 """Mutation check: break each guarantee on purpose and see that its tests notice.
 
-The guarantees of README.md's "Reliability" table and docs/reliability.md each name the tests
+The guarantees in docs/reliability.md (its "Guarantees" table and the rest) each name the tests
 that fail when the guarantee is removed. This script checks that claim: for every break in
 BREAKS below it copies the working tree into a temporary directory, applies one small,
 realistic change that a careless edit could make (a check skipped, an error not translated, a
@@ -132,7 +132,7 @@ BREAKS: list[Break] = [
         new="",
         tests="tests/test_ray_sharding.py -k bad_ray",
     ),
-    # -- one break per row of README.md's "Reliability" table --
+    # -- one break per row of docs/reliability.md's "Guarantees and their tests" table --
     Break(
         name="dead-staging-kept",
         removes="a killed process's staging is removed by the next run (kill -9 row)",
