@@ -1,7 +1,7 @@
 """Does IRO beat best-of-N at equal compute? One run that answers with intervals.
 
     python benchmarks/iro_vs_bon.py --size quick        # minutes: development
-    python benchmarks/iro_vs_bon.py --size full         # the README's numbers (<= 60 min here)
+    python benchmarks/iro_vs_bon.py --size full         # benchmarks/RESULTS.md's numbers (<= 60 min here)
 
 In one process, on the same held-out prompts, seeds and reward:
 - trains IRO iterations 1..K through the pipeline (artifacts reused from the store on a rerun);
@@ -104,7 +104,7 @@ SIZES: dict[str, dict[str, Any]] = {
         # one engine call's worth (policy.prompts_per_call), as the full-set searches batch them
         "cost_prompts": 32,
     },
-    # the README's numbers, sized to finish within an hour on 2 CPU cores (search at l=4 costs
+    # benchmarks/RESULTS.md's numbers, sized to finish within an hour on 2 CPU cores (search at l=4 costs
     # about 3 minutes per 120 prompts, so three iterations train on 128 prompts each; best-of-U
     # timed and IRO at U = 16 on 32 prompts add about 3 minutes per seed)
     "full": {
