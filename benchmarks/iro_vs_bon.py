@@ -8,8 +8,10 @@ In one process, on the same held-out prompts, seeds and reward:
 - for each evaluation seed: draws 16 plain samples per prompt once, which give the base model
   (sample 1), best-of-U for U = 4, 8, 16 (the best of the first U samples: the same draws a
   best-of-U run would make), and the value models' quality on them; then runs IRO iteration k at
-  U = w*k = 4, the last iteration at U = 16 (w = k = 4) on the first `cost_prompts` prompts, the
-  reward-guided search at U = 4, and ARGS on a prefix of the prompts; with `--methods vas ivl`,
+  U = w*k = 4, the last iteration at U = 16 (w = k = 4) and early rejection guided by the last
+  iteration (specrej: N = 16 samples, half of the unfinished kept every l = 8 tokens) on the
+  first `cost_prompts` prompts, the reward-guided search at U = 4, and ARGS on a prefix of the
+  prompts; with `--methods vas ivl`,
   VAS (its own TD(lambda) value model) and IVL (its residual) on every prompt;
 - what each method's own decoding costs, its final reward pick included (`iro.core.cost`):
   seconds, policy tokens, value tokens and reward calls per prompt, averaged over seeds, each run
@@ -76,7 +78,7 @@ from iro.pipeline.execution import generate, score_rows
 from iro.pipeline.generation import policy_tokenizer
 from iro.pipeline.guidance import build_value_ensemble, reward_prior
 from iro.pipeline.ivl import RESIDUAL_DIR
-from iro.pipeline.methods import VAS_RUN_SETTINGS, search_settings
+from iro.pipeline.methods import VAS_RUN_SETTINGS, samples_per_prompt, search_settings
 from iro.pipeline.runner import VALUE_DIR, Pipeline
 from iro.pipeline.scoring import best_per_prompt, build_run_reward
 from iro.valuefn.diagnostics import prefix_quality
@@ -91,6 +93,7 @@ QUALITY_CANDIDATES = 4  # value quality is measured on each prompt's first 4 dra
 PRIOR_GUIDED = "reward-guided"  # IRO's search ranked by the reward of the prefix, no value model
 REWARD_DECIMALS = 4  # mean rewards and their differences are printed with four decimals
 WIDE = (4, 4)  # (w, k) of IRO at U = 16
+REJECTION = (16, 0.5, 8)  # (N, keep_fraction, l) of specrej, on the cost prompts only
 AMORTISED_OVER = 1000  # prompts served, over which value training's seconds are spread
 BEST_OF_N = re.compile(r"base|bon-\d+")  # best-of-N's family: U = 1 is the base model
 COUNTERS = ("seconds", "policy_tokens", "sampled_tokens", "value_tokens", "reward_calls")
@@ -106,7 +109,7 @@ SIZES: dict[str, dict[str, Any]] = {
     },
     # benchmarks/RESULTS.md's numbers, sized to finish within an hour on 2 CPU cores (search at l=4 costs
     # about 3 minutes per 120 prompts, so three iterations train on 128 prompts each; best-of-U
-    # timed and IRO at U = 16 on 32 prompts add about 3 minutes per seed)
+    # timed, IRO at U = 16 and specrej on 32 prompts add a few minutes per seed)
     "full": {
         "overrides": {"data.prompts_per_iteration": 128, "data.eval_prompts": 120, "iterations": 3},
         "seeds": (0, 1, 2),
@@ -163,6 +166,15 @@ def train_iterations(pipeline: Pipeline) -> tuple[list[Artifact], list[dict[str,
 def with_search(cfg: RunConfig, beams: int, children: int) -> RunConfig:
     search = cfg.search.model_copy(update={"beams": beams, "children": children})
     return cfg.model_copy(update={"search": search})
+
+
+def with_rejection(
+    cfg: RunConfig, samples: int, keep_fraction: float, chunk_tokens: int
+) -> RunConfig:
+    rejection = cfg.search.rejection.model_copy(
+        update={"samples": samples, "keep_fraction": keep_fraction, "chunk_tokens": chunk_tokens}
+    )
+    return cfg.model_copy(update={"search": cfg.search.model_copy(update={"rejection": rejection})})
 
 
 def sample_pool(cfg: RunConfig, prompts: pd.DataFrame, seed: int) -> pd.DataFrame:
@@ -302,9 +314,9 @@ def value_quality(cfg: RunConfig, values: list[Artifact], pool: pd.DataFrame) ->
 
 def training_seconds(method: str, training: list[dict]) -> float | None:
     """Seconds of training a method needs before it serves a prompt: iterations 1..k for IRO
-    with V_k, none for best-of-N, ARGS and the reward-guided search; None where the run did not
-    record it (VAS and IVL, or iterations recorded without build times)."""
-    iro = re.match(r"iro-iter(\d+)", method)
+    and specrej with V_k, none for best-of-N, ARGS and the reward-guided search; None where the
+    run did not record it (VAS and IVL, or iterations recorded without build times)."""
+    iro = re.match(r"(?:iro|specrej)-iter(\d+)", method)
     if iro:
         built = [t.get("build_seconds") for t in training[: int(iro.group(1))]]
         return None if None in built else float(sum(built))
@@ -485,7 +497,7 @@ def plot(methods: list[dict], out_stem: Path) -> list[str]:
     bon = table[table["method"].str.match(r"^(base|bon-\d+)$")].sort_values("u")
     ax.errorbar(bon["u"], 100 * bon["win_rate"], yerr=_error_bars(bon), marker="o", capsize=3,
                 label="best-of-U (U=1: base)")  # fmt: skip
-    shown = ("iro", "args", "vas", "ivl", PRIOR_GUIDED)
+    shown = ("iro", "specrej", "args", "vas", "ivl", PRIOR_GUIDED)
     for _, row in table[table["method"].str.startswith(shown)].iterrows():
         one = row.to_frame().T
         ax.errorbar([row["u"]], [100 * row["win_rate"]], yerr=_error_bars(one), marker="s",
@@ -542,8 +554,9 @@ def cost_lines(methods: list[dict]) -> list[str]:
         "policy's forward passes computed (prefixes less what the prefix cache served, then the "
         "sampled tokens fed back); value tokens, those the value models read; reward calls, the "
         "responses, whole or partial, a reward scored. Each run starts from a cold prefix cache. "
-        "Best-of-U was decoded again as best-of-U for its cost; it and IRO at U=16 were measured "
-        "on the first prompts only (prompts timed). Token-level methods run the policy outside "
+        "Best-of-U was decoded again as best-of-U for its cost; it, IRO at U=16 and specrej were "
+        "measured on the first prompts only (prompts timed); specrej's quality too comes from "
+        "those prompts alone. Token-level methods run the policy outside "
         "the engines that count tokens. Value "
         f"training is a one-off: the last column spreads it over {AMORTISED_OVER:,} prompts "
         "served.",
@@ -693,7 +706,7 @@ def publish(
     methods, differences = summarise(rewards, reference, costs)
     methods.sort(
         key=lambda m: (
-            m["method"].startswith(("iro", PRIOR_GUIDED, "vas", "ivl")),
+            m["method"].startswith(("iro", "specrej", PRIOR_GUIDED, "vas", "ivl")),
             m["method"] == "args",
             m["u"],
         )
@@ -746,7 +759,7 @@ def run(
 
     prompts = evaluation_prompts(cfg, split)
     reference = reference_rewards(cfg, prompts)
-    subset = prompts.head(spec["cost_prompts"])  # best-of-U timed alone, and IRO at U = 16
+    subset = prompts.head(spec["cost_prompts"])  # best-of-U timed alone, IRO at U = 16, specrej
     long_rows, costs, quality = [], [], []
 
     def add(method: str, u: int, seed: int, rewards: pd.Series) -> None:
@@ -787,7 +800,14 @@ def run(
         return publish(run_facts, pd.DataFrame(long_rows), reference, stem)
 
     u = cfg.search.budget_u
+    last = len(values)
     wide = with_search(cfg, *WIDE)
+    rejecting = with_rejection(cfg, *REJECTION)
+    # guided by the last iteration's value models, on the cost prompts only
+    on_subset = [
+        (f"iro-iter{last}-u{wide.search.budget_u}", wide, "iro"),
+        (f"specrej-iter{last}-u{samples_per_prompt(rejecting, 'specrej')}", rejecting, "specrej"),
+    ]
     for index, seed in enumerate(spec["seeds"]):
         eval_seed = EVAL_SEED_BASE + 1000 * seed
         t0 = time.time()
@@ -806,10 +826,10 @@ def run(
         rewards, cost = prior_guided(cfg, prompts, eval_seed)
         add(PRIOR_GUIDED, u, seed, rewards)
         spend(PRIOR_GUIDED, seed, len(prompts), cost)
-        label = f"iro-iter{len(values)}-u{wide.search.budget_u}"
-        rewards, cost = decoded(wide, subset, "iro", value_dirs, eval_seed)
-        add(label, wide.search.budget_u, seed, rewards)
-        spend(label, seed, len(subset), cost)
+        for label, method_cfg, method in on_subset:
+            rewards, cost = decoded(method_cfg, subset, method, value_dirs, eval_seed)
+            add(label, samples_per_prompt(method_cfg, method), seed, rewards)
+            spend(label, seed, len(subset), cost)
         for label, (guide_cfg, guide_dir) in guides.items():  # token by token, all prompts
             method = label.split("-")[0]
             rewards, cost = decoded(guide_cfg, prompts, method, [guide_dir], eval_seed)
@@ -835,7 +855,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", help="decoding seeds (default: the size's)")
     parser.add_argument("--args-prompts", type=int, help="ARGS on this many prompts (0: skip)")
     parser.add_argument(
-        "--cost-prompts", type=int, help="time best-of-U, and run IRO at U=16, on this many prompts"
+        "--cost-prompts",
+        type=int,
+        help="time best-of-U, and run IRO at U=16 and specrej, on this many prompts",
     )
     parser.add_argument(
         "--split",

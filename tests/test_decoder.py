@@ -10,6 +10,8 @@ from iro.app.cli import main
 from iro.core.config import parse_config
 from iro.core.methods import METHODS
 from iro.pipeline.decoder import decode
+from iro.pipeline.execution import generate, score_rows
+from iro.pipeline.methods import samples_per_prompt, search_settings
 from iro.valuefn.model import TokenValueModel
 from iro.valuefn.residual import ResidualValueNetwork
 
@@ -61,6 +63,34 @@ def test_every_mode_answers_every_prompt(tiny_run, mode):
     assert (out["num_tokens"] <= 6).all() and out["response"].map(type).eq(str).all()
     again = decode(cfg, prompts, mode, [guide], seed=1)
     assert again["response"].tolist() == out["response"].tolist()  # seeded
+
+
+def test_specrej_answers_with_the_best_finished_candidate_by_reward(tiny_run):
+    _, cfg, value_dir = tiny_run
+    cfg = cfg.model_copy(
+        update={
+            "search": cfg.search.model_copy(
+                update={
+                    "rejection": cfg.search.rejection.model_copy(
+                        update={"samples": 6, "keep_fraction": 0.5, "chunk_tokens": 2}
+                    )
+                }
+            )
+        }
+    )
+    prompts = pd.DataFrame(
+        {"id": ["a", "b"], "prompt": ["the list of data", "a file"], "reference": None}
+    )
+    out = decode(cfg, prompts, "specrej", [value_dir], seed=3)
+
+    settings = search_settings(cfg, "specrej")
+    assert (settings.beams, settings.children, settings.chunk_tokens) == (6, 1, 2)
+    assert settings.keep_fraction == 0.5 and samples_per_prompt(cfg, "specrej") == 6
+    pools = score_rows(cfg, generate(cfg, prompts, settings, [value_dir], seed=3))
+    assert pools.groupby("prompt_id").size().le(6).all()
+    best = pools.groupby("prompt_id", sort=False)["reward"].max()
+    assert out["reward"].tolist() == best.tolist()
+    assert set(out["response"]) <= set(pools["response"])
 
 
 def test_vas_without_value_models_is_an_error(tiny_run):

@@ -1,3 +1,4 @@
+import hashlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -207,11 +208,132 @@ def test_one_beam_one_child_is_plain_sampling(hf_engine, tiny_tokenizer):
     assert pools[0][0].text == tiny_tokenizer.decode(sample.token_ids, skip_special_tokens=True)
 
 
+def test_beam_search_on_the_transformers_engine_samples_what_it_always_has(
+    hf_engine, tiny_tokenizer
+):
+    """Pinned pools of a beam search whose stop string ends candidates early and carries them."""
+    sampling = SamplingSettings(temperature=1.0, top_p=1.0, top_k=0)
+    prompts = [tiny_tokenizer("the list of data").input_ids, tiny_tokenizer("a file").input_ids]
+
+    def scorer(prompts, responses, ended):
+        return np.array(
+            [
+                r.count("e") - 0.1 * len(r.split()) + 3 * e
+                for r, e in zip(responses, ended, strict=True)
+            ]
+        )
+
+    settings = SearchSettings(2, 3, 3, 10, stop_strings=("function",))
+    pools = guided_search(
+        hf_engine, tiny_tokenizer, ["x", "y"], prompts, settings, sampling, scorer, seed=11
+    )
+    assert [[(c.response_ids, c.ended, round(c.score, 3)) for c in pool] for pool in pools] == [
+        [((23, 33, 3, 34, 27, 8), True, 5.7), ((29,), True, 3.9)],
+        [
+            ((32, 24, 20, 17, 23, 30, 34, 14, 5), True, 8.4),
+            ((32, 24, 20, 17, 23, 30), True, 8.4),
+            ((32, 24, 20, 7), True, 6.6),
+        ],
+    ]
+
+
 def test_bad_settings_are_rejected():
     with pytest.raises(ValueError, match="chunk_tokens"):
         SearchSettings(2, 2, 0, 10)
     with pytest.raises(ValueError, match="selection"):
         SearchSettings(2, 2, 4, 10, selection="random")
+    for fraction in (0.0, 1.5):
+        with pytest.raises(ValueError, match="keep_fraction"):
+            SearchSettings.early_rejection(8, 2, fraction, 10)
+    with pytest.raises(ValueError, match="children = 1"):
+        SearchSettings(8, 2, 2, 10, keep_fraction=0.5)
+
+
+# -- early rejection --
+
+
+class StepEngine(ScriptedEngine):
+    """ScriptedEngine that also keeps each engine call's requests and outputs, one list a step."""
+
+    def __init__(self, never_end: bool = False):
+        super().__init__()
+        self.never_end = never_end
+        self.steps: list[list[tuple[ContinuationRequest, list[Continuation]]]] = []
+
+    def _continue(self, requests: Sequence[ContinuationRequest]) -> list[list[Continuation]]:
+        out = super()._continue(requests)
+        if self.never_end:
+            out = [[Continuation(c.token_ids, False) for c in outs] for outs in out]
+        self.steps.append(list(zip(requests, out, strict=True)))
+        return out
+
+
+def text_scorer(prompts, responses, ended):
+    """A score that is a function of the text alone, with no ties between distinct texts."""
+    return np.array([int(hashlib.sha256(r.encode()).hexdigest()[:8], 16) for r in responses])
+
+
+def rejection(engine: Engine, tokenizer, settings: SearchSettings, scorer=text_scorer):
+    [pool] = guided_search(
+        engine, tokenizer, ["p"], [[4]], settings, SamplingSettings(), scorer, seed=5
+    )
+    return pool
+
+
+def test_early_rejection_continues_only_the_planned_best_once_each(tiny_tokenizer):
+    engine = StepEngine(never_end=True)
+    pool = rejection(engine, tiny_tokenizer, SearchSettings.early_rejection(8, 2, 0.5, 10))
+
+    # the root's 8 samples, then ceil(0.5 * alive) survivors, each continued by one chunk
+    assert [[r.n for r, _ in step] for step in engine.steps] == [[8], [1] * 4, [1] * 2, [1], [1]]
+    for step, following in zip(engine.steps, engine.steps[1:], strict=False):
+        children = [(*r.prefix_ids, *c.token_ids) for r, outs in step for c in outs]
+        texts = [tiny_tokenizer.decode(ids[1:], skip_special_tokens=True) for ids in children]
+        ranked = [children[i] for i in np.argsort(-text_scorer(None, texts, None), kind="stable")]
+        continued = [r.prefix_ids for r, _ in following]
+        assert sorted(continued) == sorted(ranked[: len(following)])  # the best, none halted
+        assert len(set(continued)) == len(continued)  # each survivor once
+    assert [c.response_ids for c in pool] == [
+        (*r.prefix_ids[1:], *c.token_ids) for r, outs in engine.steps[-1] for c in outs
+    ]
+
+
+def test_early_rejection_keeps_every_finished_candidate_and_no_halted_one(tiny_tokenizer):
+    engine = StepEngine()
+    settings = SearchSettings.early_rejection(8, 3, 0.5, 12)
+    pool = rejection(engine, tiny_tokenizer, settings)
+
+    generated = [
+        Candidate((*r.prefix_ids[1:], *c.token_ids), "", c.ended)
+        for step in engine.steps
+        for r, outs in step
+        for c in outs
+    ]
+    finished = {c.response_ids for c in generated if c.finished(12)}
+    assert any(c.ended for c in generated) and len(engine.steps) > 2
+    assert sorted(c.response_ids for c in pool) == sorted(finished)
+    continued = {r.prefix_ids[1:] for step in engine.steps[1:] for r, _ in step}
+    assert not continued & finished  # a finished candidate is never continued
+
+
+def test_early_rejection_keeping_all_starts_from_n_plain_samples(hf_engine, tiny_tokenizer):
+    sampling = SamplingSettings(temperature=1.0, top_p=1.0, top_k=0)
+    prompt = tiny_tokenizer("the list of data").input_ids
+    [pool] = guided_search(
+        hf_engine,
+        tiny_tokenizer,
+        ["x"],
+        [prompt],
+        SearchSettings.early_rejection(6, 3, 1.0, 9),
+        sampling,
+        text_scorer,
+        seed=4,
+    )
+    [samples] = hf_engine.continue_batch(
+        [ContinuationRequest(tuple(prompt), 6, 9, _request_seed(4, 0, 0, 0))], sampling
+    )
+    assert len(pool) == 6  # nobody halted
+    assert sorted(c.response_ids[:3] for c in pool) == sorted(s.token_ids[:3] for s in samples)
 
 
 class BranchEngine(ScriptedEngine):

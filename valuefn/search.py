@@ -7,6 +7,12 @@ compete with the new children. Best-of-N is the special case w=1, k=N, l=None, a
 is w=k=1, l=None: both run through this same code. Stop strings end a candidate at the same place
 whatever the engine.
 
+Early rejection (Speculative Rejection, Sun et al. 2024) is the case w=N, k=1 with a
+`keep_fraction`: the root expands into N samples of l tokens; at each later step only the best
+ceil(keep_fraction * alive) unfinished candidates continue, by one chunk each, and the rest are
+halted for good. A finished candidate is never halted: it stays in the pool, so the final pool
+holds every candidate that reached its end.
+
 All beams of one step go to the engine in a single batched call, for a group of
 `prompts_per_call` prompts at a time: a group's prompts then stay in the engine's prefix cache
 from one chunk to the next instead of being evicted and recomputed by the other prompts'. Samples
@@ -16,6 +22,7 @@ do not depend on the grouping (each request carries its own seed, from the promp
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -37,10 +44,17 @@ class SearchSettings:
     max_new_tokens: int
     selection: str = "diversity_first"
     stop_strings: tuple[str, ...] = ()
+    # None: beam search; else early rejection, keeping this share of the unfinished each step
+    keep_fraction: float | None = None
 
     def __post_init__(self) -> None:
         if self.beams < 1 or self.children < 1:
             raise ValueError("search needs beams >= 1 and children >= 1")
+        if self.keep_fraction is not None:
+            if not 0 < self.keep_fraction <= 1:
+                raise ValueError(f"keep_fraction must be in (0, 1], got {self.keep_fraction}")
+            if self.children != 1:
+                raise ValueError("early rejection continues each survivor once: children = 1")
         if self.chunk_tokens is not None and self.chunk_tokens < 1:
             raise ValueError(f"chunk_tokens must be >= 1 or None, got {self.chunk_tokens}")
         if self.selection not in SELECTION_RULES:
@@ -56,6 +70,26 @@ class SearchSettings:
             chunk_tokens=None,
             max_new_tokens=max_new_tokens,
             stop_strings=stop_strings,
+        )
+
+    @classmethod
+    def early_rejection(
+        cls,
+        n: int,
+        chunk_tokens: int,
+        keep_fraction: float,
+        max_new_tokens: int,
+        stop_strings: tuple[str, ...] = (),
+    ) -> SearchSettings:
+        """N samples of l tokens; the best `keep_fraction` of the unfinished continue each step."""
+        return cls(
+            beams=n,
+            children=1,
+            chunk_tokens=chunk_tokens,
+            max_new_tokens=max_new_tokens,
+            selection="top_w",  # halt the lowest scores, whatever their texts
+            stop_strings=stop_strings,
+            keep_fraction=keep_fraction,
         )
 
 
@@ -88,6 +122,27 @@ def select_diversity_first(candidates: Sequence[Candidate], w: int) -> list[int]
 
 
 SELECTION_RULES = {"diversity_first": select_diversity_first, "top_w": select_top_w}
+
+
+def beams_to_keep(settings: SearchSettings, unfinished: int) -> int:
+    """How many candidates the step keeps: w for the beam search; for early rejection the best
+    ceil(keep_fraction * unfinished) of the unfinished, at least one."""
+    if settings.keep_fraction is None:
+        return settings.beams
+    return max(1, math.ceil(settings.keep_fraction * unfinished))
+
+
+def next_beams(pool: Sequence[Candidate], settings: SearchSettings) -> list[Candidate]:
+    """The candidates a step keeps. The beam search keeps the best w of the pool, finished or
+    not. Early rejection keeps every finished candidate (it is a final answer already, never
+    halted) and the best of the unfinished, which alone continue."""
+    select = SELECTION_RULES[settings.selection]
+    alive = [c for c in pool if not c.finished(settings.max_new_tokens)]
+    keep = beams_to_keep(settings, len(alive))
+    if settings.keep_fraction is None:
+        return [pool[i] for i in select(pool, keep)]
+    finished = [c for c in pool if c.finished(settings.max_new_tokens)]
+    return finished + [alive[i] for i in select(alive, keep)]
 
 
 def _apply_stop_strings(text: str, ended: bool, stop_strings: tuple[str, ...]) -> tuple[str, bool]:
@@ -160,7 +215,7 @@ def _search_group(
                     continue
                 remaining = settings.max_new_tokens - len(beam.response_ids)
                 chunk = min(settings.chunk_tokens or remaining, remaining)
-                # the root expands into w*k samples, a surviving beam into k
+                # the root expands into w*k samples, a surviving beam into k (1 for rejection)
                 n = settings.beams * settings.children if step == 0 else settings.children
                 requests.append(
                     ContinuationRequest(
@@ -192,14 +247,13 @@ def _search_group(
             for (p, i), score in zip(flat, scores, strict=True):
                 new[p][i] = replace(new[p][i], score=float(score))
 
-        select = SELECTION_RULES[settings.selection]
         for p in range(n_prompts):
             if not new[p]:
                 continue  # every beam of this prompt had already finished
             carried = [b for b in beams[p] if b.finished(settings.max_new_tokens)]
             pool = new[p] + carried
             pools[p] = pool
-            beams[p] = [pool[i] for i in select(pool, settings.beams)]
+            beams[p] = next_beams(pool, settings)
         step += 1
         if progress is not None:
             longest = max(len(b.response_ids) for prompt_beams in beams for b in prompt_beams)

@@ -33,7 +33,9 @@ class Alignment(BaseModel):
 
     model_config = ConfigDict(extra="forbid")  # a misspelt key is refused, not ignored
 
-    method: str | None = Field(None, description="iro, bon, base, vas, args (iro/core/methods.py)")
+    method: str | None = Field(
+        None, description="iro, specrej, bon, base, vas, args (iro/core/methods.py)"
+    )
     beams: int | None = Field(None, description="w: beams kept at each step (search.beams)")
     children: int | None = Field(None, description="k: continuations per beam (search.children)")
     chunk_tokens: int | None = Field(None, description="l: tokens per step (search.chunk_tokens)")

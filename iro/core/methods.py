@@ -8,6 +8,9 @@ evaluation and its labels (`iro.pipeline.methods`):
 - bon:  best of U = w*k plain samples by the reward (w = 1, k = U, whole responses);
 - iro:  value-guided chunk-level beam search with V_1..V_k (w beams, k children, l tokens), plus
         CBS's implicit reward when `search.implicit_reward` names a model pair;
+- specrej: early rejection (Speculative Rejection): N samples of l tokens, of which only the
+        best keep_fraction of the unfinished by the IRO search's value score continue at each
+        chunk; the best finished one by the reward is the answer;
 - vas:  token-level value guidance over the top-k next tokens (transformers);
 - args: ARGS, top-k next tokens re-scored by logit + w * reward(prefix + token) (transformers);
 - ivl:  IVL, the base's logits plus a residual value network learned from demonstrations
@@ -19,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-MethodName = Literal["base", "bon", "iro", "vas", "args", "ivl"]
+MethodName = Literal["base", "bon", "iro", "specrej", "vas", "args", "ivl"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,19 @@ METHODS: dict[str, Method] = {
                 "value.score_dtype",
                 "value.score_device",  # a GPU's values round differently: other selections
                 "decode.final_pick",
+            ),
+        ),
+        Method(
+            "specrej",
+            "search",
+            uses_values=True,
+            reads=(
+                "search.rejection",
+                "search.implicit_reward",
+                "value.beta",
+                "value.max_length",
+                "value.score_dtype",
+                "value.score_device",
             ),
         ),
         Method(

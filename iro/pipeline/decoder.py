@@ -1,8 +1,9 @@
 """One decoder over every method of `methods.METHODS`: prompts in, one response per prompt out.
 
-base, bon and iro run the chunk search on the configured engine (vLLM by default); bon and iro
-pick the final candidate by reward (iro may pick by value instead: decode.final_pick). vas, args
-and ivl need the policy's logits at every step and run on transformers with KV caches.
+base, bon, iro and specrej run the chunk search on the configured engine (vLLM by default); bon,
+iro and specrej pick the final candidate by reward (iro may pick by value instead:
+decode.final_pick). vas, args and ivl need the policy's logits at every step and run on
+transformers with KV caches.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from iro.valuefn.search import SearchSettings
 
 
 def search_settings(cfg: RunConfig, method: str) -> SearchSettings:
-    """The chunk-search settings that realise a search method (base, bon, iro)."""
+    """The chunk-search settings that realise a search method (base, bon, iro, specrej)."""
     stop = tuple(cfg.sampling.stop or ())
     max_new = cfg.sampling.max_new_tokens
     if method == "base":
@@ -23,6 +23,11 @@ def search_settings(cfg: RunConfig, method: str) -> SearchSettings:
     if method == "iro":
         s = cfg.search
         return SearchSettings(s.beams, s.children, s.chunk_tokens, max_new, s.selection, stop)
+    if method == "specrej":
+        r = cfg.search.rejection
+        return SearchSettings.early_rejection(
+            r.samples, r.chunk_tokens, r.keep_fraction, max_new, stop
+        )
     raise ValueError(f"method {method!r} does not run through the chunk search")
 
 

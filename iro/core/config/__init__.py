@@ -22,6 +22,7 @@ from iro.core.config.runtime import RayConfig, StoreConfig
 from iro.core.config.search import (
     DecodeConfig,
     ImplicitRewardConfig,
+    RejectionConfig,
     RolloutConfig,
     SamplingConfig,
     SearchConfig,
@@ -53,6 +54,7 @@ __all__ = [
     "LoraSettings",
     "PolicyConfig",
     "RayConfig",
+    "RejectionConfig",
     "ReportConfig",
     "RewardComponent",
     "RewardFunctionConfig",

@@ -32,6 +32,17 @@ class ImplicitRewardConfig(Section):
     beta: float = Field(1.0, gt=0)
 
 
+class RejectionConfig(Section):
+    """specrej (early rejection): N samples of l tokens; at each chunk boundary only the best
+    keep_fraction of the unfinished ones, by the IRO search's value score, continue."""
+
+    samples: int = Field(16, ge=1, description="N samples started per prompt")
+    keep_fraction: float = Field(
+        0.5, gt=0, le=1, description="share of the unfinished samples continued at each chunk"
+    )
+    chunk_tokens: int = Field(8, ge=1, description="l: tokens between two rejections")
+
+
 class SearchConfig(Section):
     """Chunk-level beam search: w beams, k continuations of l tokens each (l=None: to the end)."""
 
@@ -41,6 +52,7 @@ class SearchConfig(Section):
     selection: Literal["diversity_first", "top_w"] = "diversity_first"
     max_candidates: int = Field(256, ge=1, description="upper bound on w*k")
     implicit_reward: ImplicitRewardConfig | None = None
+    rejection: RejectionConfig = Field(default_factory=RejectionConfig)
 
     @model_validator(mode="after")
     def _check_budget(self) -> SearchConfig:
