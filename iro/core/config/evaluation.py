@@ -11,7 +11,14 @@ from iro.core.methods import METHODS, MethodName
 
 
 class EvalConfig(Section):
-    enabled: bool = True
+    """What a run evaluates on the held-out prompts (data.eval_split, the first
+    data.eval_prompts): the baselines once, and the value-guided method after every iteration."""
+
+    enabled: bool = Field(
+        True,
+        description="false: a run evaluates nothing and reads no held-out prompts: no baselines "
+        "and no evaluation after an iteration, so nothing for a report to compare",
+    )
     baselines: list[MethodName] = Field(
         default_factory=lambda: ["base", "bon"],
         description="methods that need no value model: base (one sample), bon (best of U = w*k), "
@@ -31,13 +38,29 @@ class EvalConfig(Section):
 class JudgeConfig(Section):
     """An OpenAI-compatible judge; its key comes from the environment or a Prefect Secret."""
 
-    model: str = "gpt-4o-mini"
+    model: str = Field(
+        "gpt-4o-mini",
+        description="the judge model, as the endpoint names it (pairwise judge and alpaca-eval)",
+    )
     base_url: str | None = Field(None, description="null: the OpenAI API; else any compatible URL")
-    api_key_env: EnvVarName = "OPENAI_API_KEY"
+    api_key_env: EnvVarName = Field(
+        "OPENAI_API_KEY",
+        description="environment variable holding the judge's key (the variable's name, never "
+        "the key), read unless api_key_secret gives one",
+    )
     api_key_secret: str | None = Field(None, description="Prefect Secret block holding the key")
-    max_tokens: int = Field(256, ge=1)
-    max_retries: int = Field(3, ge=0)
-    concurrency: int = Field(4, ge=1)
+    max_tokens: int = Field(
+        256,
+        ge=1,
+        description="longest answer the pairwise judge may write, in tokens; one cut before its "
+        "verdict counts as unparsable",
+    )
+    max_retries: int = Field(
+        3,
+        ge=0,
+        description="retries of a failed judge request before it counts as a failure in the report",
+    )
+    concurrency: int = Field(4, ge=1, description="judge requests in flight at once")
     constrain_format: bool = Field(
         False, description="vLLM servers: force the verdict format (structured outputs)"
     )
@@ -48,8 +71,16 @@ class ReportConfig(Section):
 
     baseline: str = Field("reference", description="reference, or a method: base, bon-4, iro-iter1")
     methods: list[str] | None = Field(None, description="null: every evaluated method")
-    reward_winrate: bool = True
+    reward_winrate: bool = Field(
+        True,
+        description="win rate by the run's reward, prompt by prompt (a tie counts half); needs "
+        "no judge",
+    )
     pairwise_judge: Literal["summary", "dialogue"] | None = Field(None, description="null: off")
-    alpaca_eval: bool = False
+    alpaca_eval: bool = Field(
+        False,
+        description="also judge each method against the baseline with the alpaca-eval package "
+        "and report.judge (a judge key is needed)",
+    )
     max_prompts: int | None = Field(None, ge=1, description="judge only the first N (cost cap)")
     judge: JudgeConfig = Field(default_factory=JudgeConfig)

@@ -33,7 +33,12 @@ class IVLConfig(Section):
         description="the frozen base the residual is trained against; null: policy.model. "
         "Decoding always adds it to policy.model (transfer when the two differ)",
     )
-    max_length: int = Field(512, ge=16)
+    max_length: int = Field(
+        512,
+        ge=16,
+        description="longest demonstration the residual trains on, in tokens: prompt plus "
+        "response, the prompt's start cut first",
+    )
     training: ValueTrainingConfig = Field(
         default_factory=lambda: ValueTrainingConfig(learning_rate=5e-5, num_train_epochs=1)
     )

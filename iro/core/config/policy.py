@@ -17,12 +17,24 @@ class EndpointConfig(Section):
     api_key_env: EnvVarName | None = Field(None, description="env var holding the API key, if any")
     prompt_as_token_ids: bool = Field(True, description="vLLM servers: exact prefixes; false: text")
     supports_top_k: bool = Field(True, description="send top_k (vLLM servers accept it)")
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(4, ge=0)
+    timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="seconds to wait for the answer to one request before it counts as failed "
+        "and is retried",
+    )
+    max_retries: int = Field(
+        4,
+        ge=0,
+        description="retries of a failed request (no answer, a refused connection, HTTP "
+        "408/409/429/5xx, an answer that is no completion) before the run stops; 0: none",
+    )
     retry_delay_s: float = Field(
         0.5, gt=0, description="the first retry's wait; each later one waits twice as long"
     )
-    concurrency: int = Field(8, ge=1)
+    concurrency: int = Field(
+        8, ge=1, description="requests in flight at once; more lets the server batch more"
+    )
 
 
 class PolicyConfig(Section):
@@ -33,14 +45,47 @@ class PolicyConfig(Section):
         description="embedded:NAME, a local checkpoint dir or a hub id (with engine openai: the "
         "served model's tokenizer)",
     )
-    engine: Literal["auto", "vllm", "hf", "openai"] = "auto"
+    engine: Literal["auto", "vllm", "hf", "openai"] = Field(
+        "auto",
+        description="what generates the chunk-level methods' samples: vllm, hf (transformers, "
+        "slower) or openai (a served model, policy.endpoint); auto: vllm where it is installed, "
+        "else hf. The engines draw different samples for one seed. Token-level methods (vas, "
+        "args, ivl) always run on transformers",
+    )
     endpoint: EndpointConfig | None = None
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    max_model_len: int = Field(1024, ge=64)
-    trust_remote_code: bool = False
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32",
+        description="precision of the policy's weights and computation on the vllm and hf "
+        "engines and in token-level decoding; bfloat16 or float16 halve its memory",
+    )
+    max_model_len: int = Field(
+        1024,
+        ge=64,
+        description="longest sequence, prompt plus response in tokens, that vLLM serves; a "
+        "prompt longer than max_model_len - sampling.max_new_tokens stops the run before any "
+        "generation, naming the prompt",
+    )
+    trust_remote_code: bool = Field(
+        False,
+        description="let transformers run the Python code a model's repository ships (some "
+        "architectures need it), for the policy, its tokenizer, the value trunk and IVL's "
+        "models; set it only for models you trust",
+    )
     # vLLM memory knobs: the defaults fit this project's 2-core, 24 GiB CPU machines.
-    gpu_memory_utilization: float = Field(0.3, gt=0, le=1)
-    cpu_kv_cache_gib: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(
+        0.3,
+        gt=0,
+        le=1,
+        description="vLLM on a GPU: the share of its memory vLLM takes for the policy's weights "
+        "and KV cache; lower it to leave room for value models scoring on the same GPU "
+        "(value.score_device)",
+    )
+    cpu_kv_cache_gib: int = Field(
+        1,
+        ge=1,
+        description="vLLM on the CPU: GiB of memory for its KV cache (VLLM_CPU_KVCACHE_SPACE, "
+        "which wins where already set); more keeps more prompts' prefixes cached at once",
+    )
     tensor_parallel_size: int = Field(
         1, ge=1, description="vLLM on GPUs: split the policy across this many GPUs of one machine"
     )

@@ -34,9 +34,26 @@ def check_run_name(name: str) -> str:
 
 
 class RunConfig(Section):
-    run_name: str = Field("default", pattern=RUN_NAME_PATTERN)
-    seed: int = 0
-    iterations: Annotated[int, Field(ge=1)] = 2
+    run_name: str = Field(
+        "default",
+        pattern=RUN_NAME_PATTERN,
+        description="names the run: its records (iteration manifests, evaluation table, reports) "
+        "are kept under runs/NAME in the store and its Prefect runs and artifacts carry it. "
+        "Artifacts are found by their settings, not by this name, so runs that share settings "
+        "share work",
+    )
+    seed: int = Field(
+        0,
+        description="seeds everything random: which training prompts each iteration takes, "
+        "every sample of the policy, softmax resampling and the value and IVL training; change it "
+        "for an independent repeat of the run",
+    )
+    iterations: Annotated[int, Field(ge=1)] = Field(
+        2,
+        description="IRO iterations: each samples (iteration 1) or searches (later ones) a fresh "
+        "slice of data.prompts_per_iteration training prompts, scores and reweights the "
+        "candidates and trains one more value model V_k",
+    )
     cache_dir: str | None = Field(None, description="converted models; default ~/.cache/iro")
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
     data: DataConfig = Field(default_factory=DataConfig)

@@ -10,6 +10,9 @@ from iro.core.config.base import Section
 
 
 class StoreConfig(Section):
+    """Where artifacts and run records are kept: a local directory, or a URL that several
+    machines share through local working copies."""
+
     root: str = Field(
         ".iro/store",
         description="a local directory or an fsspec URL (s3://bucket/prefix): with a URL, "
@@ -32,5 +35,10 @@ class RayConfig(Section):
     address: str | None = Field(
         None, description="an existing cluster (ray://host:10001 or auto); null: start a local one"
     )
-    cpus_per_worker: float = Field(1.0, gt=0)
+    cpus_per_worker: float = Field(
+        1.0,
+        gt=0,
+        description="CPUs Ray reserves for each worker; a local cluster starts with workers x "
+        "this many (rounded up), and workers a cluster cannot place are refused",
+    )
     gpus_per_worker: float = Field(0.0, ge=0, description="1 on GPU machines: an engine per GPU")

@@ -11,10 +11,33 @@ from iro.core.methods import MethodName
 
 
 class SamplingConfig(Section):
-    temperature: float = Field(0.7, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    top_k: int = Field(50, ge=-1)
-    max_new_tokens: int = Field(48, ge=1)
+    """How the policy samples its tokens, in rollouts, the search, evaluation and `iro decode`."""
+
+    temperature: float = Field(
+        0.7,
+        ge=0,
+        description="divides the policy's logits before sampling: lower gives likelier, less "
+        "varied responses; 0: greedy (the most likely token)",
+    )
+    top_p: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="nucleus sampling: draw only from the likeliest tokens whose probabilities "
+        "add up to top_p; 1: off. Token-level methods (vas, args, ivl) ignore it",
+    )
+    top_k: int = Field(
+        50,
+        ge=-1,
+        description="draw only from the k likeliest tokens; -1 or 0: no limit. vas and args use "
+        "decode.token_top_k instead",
+    )
+    max_new_tokens: int = Field(
+        48,
+        ge=1,
+        description="longest response, in policy tokens; one that reaches it without ending is "
+        "cut there",
+    )
     stop: list[str] | None = Field(None, description="end a response at any of these strings")
 
 
@@ -27,9 +50,21 @@ class RolloutConfig(Section):
 class ImplicitRewardConfig(Section):
     """CBS's implicit reward log pi_tuned - log pi_untuned, added to the search score / beta."""
 
-    tuned: str
-    untuned: str
-    beta: float = Field(1.0, gt=0)
+    tuned: str = Field(
+        ...,
+        description="the tuned model of the pair: embedded:NAME, a local checkpoint dir or a hub "
+        "id; its tokenizer reads the texts",
+    )
+    untuned: str = Field(
+        ...,
+        description="the model it was tuned from, named the same ways; it must share the tuned "
+        "model's vocabulary",
+    )
+    beta: float = Field(
+        1.0,
+        gt=0,
+        description="the implicit reward enters the score divided by beta: larger weighs it less",
+    )
 
 
 class RejectionConfig(Section):
@@ -49,7 +84,12 @@ class SearchConfig(Section):
     beams: int = Field(2, ge=1, description="w")
     children: int = Field(2, ge=1, description="k")
     chunk_tokens: int | None = Field(8, ge=1, description="l; null means whole responses")
-    selection: Literal["diversity_first", "top_w"] = "diversity_first"
+    selection: Literal["diversity_first", "top_w"] = Field(
+        "diversity_first",
+        description="which w candidates continue after each chunk: top_w, the w best scores; "
+        "diversity_first, the best distinct texts first and repeated texts only where too few "
+        "distinct ones remain",
+    )
     max_candidates: int = Field(256, ge=1, description="upper bound on w*k")
     implicit_reward: ImplicitRewardConfig | None = None
     rejection: RejectionConfig = Field(default_factory=RejectionConfig)

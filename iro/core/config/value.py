@@ -10,7 +10,16 @@ from iro.core.config.base import EMBEDDED_MODEL, Section
 
 
 class ReweightConfig(Section):
-    scheme: Literal["argmax", "softmax", "weighted"] = "argmax"
+    """How each prompt's scored candidates become the next value model's training rows, by the
+    weights softmax(r / beta) over the prompt's candidates (they approximate
+    pi_base x exp(r / beta))."""
+
+    scheme: Literal["argmax", "softmax", "weighted"] = Field(
+        "argmax",
+        description="argmax: keep each prompt's best candidate; softmax: draw resample_size of "
+        "them with probability softmax(r / beta); weighted: keep them all, with loss weight n x "
+        "softmax(r / beta) over the prompt's n candidates",
+    )
     beta: float = Field(1.0, gt=0, description="temperature of exp(r / beta)")
     resample_size: int = Field(1, ge=1, description="draws per prompt for softmax resampling")
 
@@ -25,13 +34,45 @@ class ValueTrainingConfig(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    learning_rate: float = Field(1e-4, gt=0)
-    adam_epsilon: float = Field(1e-5, gt=0)
-    lr_scheduler_type: str = "cosine"
-    warmup_steps: int = Field(0, ge=0)
-    num_train_epochs: float = Field(2.0, gt=0)
-    per_device_train_batch_size: int = Field(16, ge=1)
-    gradient_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(
+        1e-4,
+        gt=0,
+        description="peak learning rate of the AdamW optimizer, reached after warmup_steps and "
+        "then changed by lr_scheduler_type",
+    )
+    adam_epsilon: float = Field(
+        1e-5, gt=0, description="AdamW's epsilon, added to its denominator for stability"
+    )
+    lr_scheduler_type: str = Field(
+        "cosine",
+        description="how the learning rate changes after warm-up: a transformers scheduler name "
+        "(linear, cosine, constant, ...)",
+    )
+    warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="optimizer steps over which the learning rate rises from 0 to "
+        "learning_rate; 0: no warm-up",
+    )
+    num_train_epochs: float = Field(
+        2.0,
+        gt=0,
+        description="passes over the training rows; a fraction ends part-way through the last",
+    )
+    per_device_train_batch_size: int = Field(
+        16,
+        ge=1,
+        description="training rows per forward pass on each device (a value model's row is one "
+        "candidate, or one prompt with value.pack_candidates; IVL's is one demonstration); "
+        "lower it when training runs out of memory",
+    )
+    gradient_accumulation_steps: int = Field(
+        1,
+        ge=1,
+        description="forward passes whose gradients add up to one optimizer step: the effective "
+        "batch is per_device_train_batch_size x this (x value.processes for a value model); "
+        "raise it to keep the batch when lowering the per-device one",
+    )
 
 
 class TDConfig(Section):
@@ -55,9 +96,16 @@ class TDConfig(Section):
 class LoraSettings(Section):
     """peft LoRA on the value trunk's linear layers (the head is always trained in full)."""
 
-    r: int = Field(16, ge=1)
-    alpha: float = Field(32.0, gt=0)
-    dropout: float = Field(0.0, ge=0, lt=1)
+    r: int = Field(
+        16,
+        ge=1,
+        description="rank of each adapter: more trainable weights per layer, closer to full "
+        "training",
+    )
+    alpha: float = Field(32.0, gt=0, description="scales the adapters' update by alpha / r")
+    dropout: float = Field(
+        0.0, ge=0, lt=1, description="dropout on the adapters' input while training; 0: none"
+    )
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
         min_length=1,
@@ -66,12 +114,21 @@ class LoraSettings(Section):
 
 
 class ValueModelConfig(Section):
+    """The value models V_1..V_k: a causal LM's trunk with a value head, what they learn
+    to predict, how they are trained and how they score the search's candidates."""
+
     backbone: str = Field(EMBEDDED_MODEL, description="causal LM whose trunk reads the text")
     num_layers: int | None = Field(4, ge=1, description="keep only the first N layers; null = all")
     beta: float | list[Annotated[float, Field(gt=0)]] = Field(
         1.0, description="V_i enters the search as V_i / beta_i; a list gives beta_i per iteration"
     )
-    max_length: int = Field(512, ge=16)
+    max_length: int = Field(
+        512,
+        ge=16,
+        description="longest text a value model reads, in its tokens: prompt plus response, the "
+        "prompt's start cut to fit, in training and in scoring (the implicit reward too); a "
+        "response that leaves no room for the prompt is an error",
+    )
     target: Literal["reward", "advantage", "td_lambda"] = Field(
         "advantage",
         description="reward: the Monte-Carlo return (the final reward at every state); "
@@ -115,7 +172,12 @@ class ValueModelConfig(Section):
         "trainer through accelerate, DeepSpeed with training.deepspeed); the effective batch is "
         "processes x per_device_train_batch_size x gradient_accumulation_steps",
     )
-    score_batch_size: int = Field(16, ge=1)
+    score_batch_size: int = Field(
+        16,
+        ge=1,
+        description="texts per value-model forward pass while value models guide a search or "
+        "decoding; lower it when generation runs out of memory (it changes no artifact id)",
+    )
     score_dtype: Literal["float32", "bfloat16"] = Field(
         "float32",
         description="bfloat16: score candidates under bf16 autocast, the precision that "
