@@ -41,6 +41,7 @@ from iro.pipeline.execution import generate
 from iro.pipeline.methods import search_settings
 from iro.valuefn.model import TokenValueModel
 from tests.conftest import make_causal_lm, make_tokenizer
+from tests.test_decoder import RAW_PROMPTS, tiny_decode_config
 
 KEY = "iro-test-key-7f3a91c2"
 KEY_VAR = "IRO_TEST_API_KEY"
@@ -50,7 +51,6 @@ CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['content'] }} {% endfor %}"
     "{% if add_generation_prompt %}summary {% endif %}"
 )
-RAW = {"use_chat_template": False, "prompt_template": "{prompt}"}
 
 
 @dataclass
@@ -75,22 +75,7 @@ class Served:
 
 def tiny_run(root: Path, lm: Path, tokenizer) -> RunConfig:
     """Records of two finished runs, `tiny` and `other`, each with one value model."""
-    cfg = parse_config(
-        {
-            "run_name": "tiny",
-            "policy": {"model": str(lm), "engine": "hf"},
-            "data": RAW,
-            "reward": {
-                "components": [
-                    {"type": "length_penalty", "options": {"target_words": 2, "per_word": 0.1}}
-                ]
-            },
-            "sampling": {"max_new_tokens": 6, "temperature": 1.0, "top_k": 0},
-            "search": {"beams": 2, "children": 2, "chunk_tokens": 2},
-            "value": {"max_length": 64},
-            "decode": {"token_top_k": 5},
-        }
-    )
+    cfg = parse_config(tiny_decode_config(lm, RAW_PROMPTS))
     for seed, run in enumerate(("tiny", "other")):
         torch.manual_seed(seed)
         value_dir = root / f"{run}-value"
@@ -245,7 +230,7 @@ def test_an_aligned_policy_is_the_base_of_another_runs_search(served):
     cfg = parse_config(
         {
             "policy": {"model": str(served.lm), "engine": "openai", "endpoint": endpoint},
-            "data": RAW,
+            "data": RAW_PROMPTS,
             "sampling": {"max_new_tokens": 4, "top_k": 0},
             "search": {"beams": 1, "children": 2},
         }

@@ -15,6 +15,27 @@ from iro.pipeline.methods import samples_per_prompt, search_settings
 from iro.valuefn.model import TokenValueModel
 from iro.valuefn.residual import ResidualValueNetwork
 
+# raw prompts, as `iro decode` takes them
+RAW_PROMPTS = {"use_chat_template": False, "prompt_template": "{prompt}"}
+
+
+def tiny_decode_config(lm, data: dict) -> dict:
+    """A run named `tiny` on the tiny policy: a length reward, w = k = 2, l = 2, 6 new tokens."""
+    return {
+        "run_name": "tiny",
+        "policy": {"model": str(lm), "engine": "hf"},
+        "data": data,
+        "reward": {
+            "components": [
+                {"type": "length_penalty", "options": {"target_words": 2, "per_word": 0.1}}
+            ]
+        },
+        "sampling": {"max_new_tokens": 6, "temperature": 1.0, "top_k": 0},
+        "search": {"beams": 2, "children": 2, "chunk_tokens": 2},
+        "value": {"max_length": 64},
+        "decode": {"token_top_k": 5},
+    }
+
 
 @pytest.fixture(scope="module")
 def tiny_run(tiny_lm, tiny_tokenizer, tmp_path_factory):
@@ -23,22 +44,7 @@ def tiny_run(tiny_lm, tiny_tokenizer, tmp_path_factory):
     torch.manual_seed(0)
     value_dir = root / "v1"
     TokenValueModel.from_causal_lm(str(tiny_lm)).save(value_dir, tiny_tokenizer)
-    cfg = parse_config(
-        {
-            "run_name": "tiny",
-            "policy": {"model": str(tiny_lm), "engine": "hf"},
-            "data": {"use_chat_template": False, "prompt_template": "{prompt}"},
-            "reward": {
-                "components": [
-                    {"type": "length_penalty", "options": {"target_words": 2, "per_word": 0.1}}
-                ]
-            },
-            "sampling": {"max_new_tokens": 6, "temperature": 1.0, "top_k": 0},
-            "search": {"beams": 2, "children": 2, "chunk_tokens": 2},
-            "value": {"max_length": 64},
-            "decode": {"token_top_k": 5},
-        }
-    )
+    cfg = parse_config(tiny_decode_config(tiny_lm, RAW_PROMPTS))
     run_dir = root / "runs" / "tiny"
     run_dir.mkdir(parents=True)
     summary = {
