@@ -4,6 +4,7 @@ import pytest
 import yaml
 
 from iro.core.config import EMBEDDED_MODEL, ConfigError, load_config, parse_config, parse_override
+from iro.core.precision import resolve_dtype
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -27,6 +28,9 @@ def assert_resolved(written, resolved, where: str) -> None:
         assert isinstance(resolved, list) and len(resolved) == len(written), where
         for i, (w, r) in enumerate(zip(written, resolved, strict=True)):
             assert_resolved(w, r, f"{where}[{i}]")
+    elif written == "auto" and where.endswith(("dtype", "bf16")):  # this machine's precision
+        native = resolve_dtype("auto")
+        assert resolved == (native == "bfloat16" if where.endswith("bf16") else native), where
     else:
         # equal values (an int may widen to a float); a flag stays a flag, never a number
         assert resolved == written, (where, written, resolved)
@@ -50,7 +54,8 @@ def test_the_shipped_configs_are_all_checked_here():
 def test_demo_config_resolves_to_the_embedded_demo():
     cfg = load_config(CONFIGS / "demo.yaml")
     assert (cfg.run_name, cfg.seed, cfg.iterations) == ("demo", 0, 2)
-    assert (cfg.policy.engine, cfg.policy.dtype, cfg.policy.endpoint) == ("auto", "bfloat16", None)
+    native = resolve_dtype("auto")  # bfloat16 where this machine computes it natively
+    assert (cfg.policy.engine, cfg.policy.dtype, cfg.policy.endpoint) == ("auto", native, None)
     assert cfg.data.dataset == "data/pydocs.jsonl.gz"
     assert (cfg.data.prompts_per_iteration, cfg.data.eval_prompts) == (128, 64)
     assert cfg.data.prompt_template.endswith("in one short sentence.\n\n{prompt}")
@@ -69,7 +74,8 @@ def test_demo_config_resolves_to_the_embedded_demo():
     assert (cfg.value.prior, cfg.value.prior_stride) == ("reward", 4)
     training = cfg.value.training
     assert (training.num_train_epochs, training.per_device_train_batch_size) == (2, 16)
-    assert training.model_dump()["bf16"] is True  # passed through to TrainingArguments
+    # passed through to TrainingArguments, resolved as policy.dtype is
+    assert training.model_dump()["bf16"] is (native == "bfloat16")
     assert training.learning_rate == pytest.approx(1e-4)
     assert cfg.eval.enabled and cfg.eval.baselines == ["base", "bon"]
     assert cfg.store.root == ".iro/store"

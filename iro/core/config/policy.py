@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from iro.core.config.base import EMBEDDED_MODEL, EnvVarName, Section
+from iro.core.precision import resolve_dtype
 
 
 class EndpointConfig(Section):
@@ -53,10 +54,12 @@ class PolicyConfig(Section):
         "args, ivl) always run on transformers",
     )
     endpoint: EndpointConfig | None = None
-    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "float32",
         description="precision of the policy's weights and computation on the vllm and hf "
-        "engines and in token-level decoding; bfloat16 or float16 halve its memory",
+        "engines and in token-level decoding; bfloat16 or float16 halve its memory; auto: "
+        "bfloat16 where the GPU (or the CPU, with AVX512-BF16 or AMX) computes it natively, "
+        "else float32, resolved when the config is read",
     )
     max_model_len: int = Field(
         1024,
@@ -104,6 +107,11 @@ class PolicyConfig(Section):
         "depend on it (the transformers engine seeds each batch once, so there they do). 1 GiB "
         "of KV cache holds ~23k tokens of the embedded model: 32 prompts of ~350 tokens, beams",
     )
+
+    @field_validator("dtype")
+    @classmethod
+    def _resolve_auto_dtype(cls, dtype: str) -> str:
+        return resolve_dtype(dtype)
 
     @model_validator(mode="after")
     def _endpoint_matches_engine(self) -> PolicyConfig:

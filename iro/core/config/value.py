@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from iro.core.config.base import EMBEDDED_MODEL, Section
+from iro.core.precision import AUTO, resolve_bf16, resolve_dtype
 
 
 class ReweightConfig(Section):
@@ -33,6 +34,14 @@ class ValueTrainingConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_auto_bf16(cls, data: Any) -> Any:
+        """`bf16: auto`: train in bf16 where the training device computes it natively."""
+        if isinstance(data, dict) and data.get("bf16") == AUTO:
+            return {**data, "bf16": resolve_bf16(AUTO)}
+        return data
 
     learning_rate: float = Field(
         1e-4,
@@ -178,10 +187,11 @@ class ValueModelConfig(Section):
         description="texts per value-model forward pass while value models guide a search or "
         "decoding; lower it when generation runs out of memory (it changes no artifact id)",
     )
-    score_dtype: Literal["float32", "bfloat16"] = Field(
+    score_dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "float32",
         description="bfloat16: score candidates under bf16 autocast, the precision that "
-        "training.bf16 trains in; 1.6x faster value scoring on AVX512-BF16 CPUs and on GPUs",
+        "training.bf16 trains in; 1.6x faster value scoring on AVX512-BF16 CPUs and on GPUs; "
+        "auto: bfloat16 where score_device computes it natively, else float32",
     )
     score_device: str = Field(
         "cpu",
@@ -190,6 +200,14 @@ class ValueModelConfig(Section):
         "or cuda:N (beside vLLM's share of the GPU, policy.gpu_memory_utilization). Token-level "
         "VAS scores where its transformers policy runs, on the CPU",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve_auto_score_dtype(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("score_dtype") == AUTO:
+            device = data.get("score_device", "cpu")
+            return {**data, "score_dtype": resolve_dtype(AUTO, device)}
+        return data
 
     @model_validator(mode="after")
     def _td_targets_are_whole_values(self) -> ValueModelConfig:
