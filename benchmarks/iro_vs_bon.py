@@ -60,7 +60,7 @@ import pandas as pd
 
 from iro.app.environment import prepare_environment
 from iro.core.config import RunConfig, load_config, parse_config, parse_override, set_dotted_key
-from iro.core.cost import Cost, measure
+from iro.core.cost import PER_PROMPT, Cost, measure
 from iro.core.data import eval_slice, load_prompts, validation_slice
 from iro.core.engines.factory import get_engine
 from iro.core.fsutil import atomic_write_json, atomic_write_text
@@ -96,7 +96,7 @@ WIDE = (4, 4)  # (w, k) of IRO at U = 16
 REJECTION = (16, 0.5, 8)  # (N, keep_fraction, l) of specrej, on the cost prompts only
 AMORTISED_OVER = 1000  # prompts served, over which value training's seconds are spread
 BEST_OF_N = re.compile(r"base|bon-\d+")  # best-of-N's family: U = 1 is the base model
-COUNTERS = ("seconds", "policy_tokens", "sampled_tokens", "value_tokens", "reward_calls")
+COUNTERS = PER_PROMPT
 
 SIZES: dict[str, dict[str, Any]] = {
     # minutes: one decoding seed, two iterations

@@ -130,6 +130,26 @@ def test_cli_decode_uses_the_runs_value_models(tiny_run, capsys):
     assert "has no finished iteration" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("mode", ["bon", "iro"])
+def test_cli_decode_reports_what_each_answer_cost(tiny_run, tmp_path, capsys, mode):
+    """Per prompt: the policy's tokens, the value models' tokens and the reward calls, as the
+    benchmark counts them (w = k = 2: bon picks by reward among 4, iro reads its value model)."""
+    root, _, _ = tiny_run
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the list of data\na file\n")
+    args = ["decode", "--run", "tiny", "--store", str(root), "--prompts-file", str(prompts)]
+    assert main([*args, "--mode", mode]) == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert len(lines) == 2 and lines[0]["cost"] == lines[1]["cost"]  # the call's, shared
+    cost = lines[0]["cost"]
+    assert cost["seconds"] > 0 and cost["policy_tokens"] >= cost["sampled_tokens"] >= 4
+    assert cost["sampled_tokens"] <= 4 * 7  # 4 candidates of up to 6 tokens and an end
+    if mode == "bon":
+        assert (cost["value_tokens"], cost["reward_calls"]) == (0, 4)  # the final pick's
+    else:
+        assert cost["value_tokens"] > 0 and cost["reward_calls"] >= 4
+
+
 def test_args_is_an_evaluation_baseline(tiny_run, tmp_path):
     from iro.pipeline.runner import Pipeline
 

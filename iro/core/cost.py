@@ -61,6 +61,14 @@ def measure() -> Iterator[Cost]:
             _ACTIVE.remove(cost)
 
 
+PER_PROMPT = ("seconds", "policy_tokens", "sampled_tokens", "value_tokens", "reward_calls")
+
+
+def per_prompt(cost: Cost, prompts: int) -> dict[str, float]:
+    """Each counter of one measured call over `prompts` prompts, per prompt."""
+    return {name: round(getattr(cost, name) / prompts, 4) for name in PER_PROMPT}
+
+
 def _add(**counts: int) -> None:
     with _LOCK:
         for cost in _ACTIVE:

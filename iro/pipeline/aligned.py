@@ -17,6 +17,9 @@ from typing import Any
 import pandas as pd
 
 from iro.core.config import ConfigError, RunConfig, check_run_name, parse_config, set_dotted_key
+from iro.core.cost import PER_PROMPT, measure, per_prompt
+from iro.core.engines.factory import get_engine
+from iro.core.methods import get_method
 from iro.core.store.protocol import Store
 from iro.pipeline.decoder import decode
 from iro.pipeline.guidance import compose
@@ -127,7 +130,9 @@ def answer(
     overrides: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """One response per prompt from `run`'s aligned policy (its config, plus `overrides`), with
-    the method and the iteration that answered.
+    the method and the iteration that answered, and what answering cost per prompt (the call's
+    counters shared equally by its prompts; a search engine's start is not part of it, as a
+    served policy keeps its engine).
 
     `with_runs` ('RUN' or 'RUN@K') adds other runs' value models, say one trained for another
     reward; `strengths` maps a run name to its strength s (default 1): the guide is
@@ -143,8 +148,11 @@ def answer(
         {"id": [f"prompt-{i}" for i in range(len(prompts))], "prompt": prompts, "reference": None}
     )
     mode = mode or cfg.decode.mode
-    outputs = decode(cfg, frame, mode, value_dirs, cfg.seed, betas=betas)
-    return outputs.assign(mode=mode, iteration=policy.iteration)
+    if get_method(mode).runs_on == "search":
+        get_engine(cfg.policy, cfg.cache_dir, cfg.seed)
+    with measure() as cost:
+        outputs = decode(cfg, frame, mode, value_dirs, cfg.seed, betas=betas)
+    return outputs.assign(mode=mode, iteration=policy.iteration, **per_prompt(cost, len(prompts)))
 
 
 def answer_records(outputs: pd.DataFrame) -> list[dict[str, Any]]:
@@ -155,6 +163,7 @@ def answer_records(outputs: pd.DataFrame) -> list[dict[str, Any]]:
             "response": row.response,
             "mode": row.mode,
             "iteration": int(row.iteration),
+            "cost": {name: getattr(row, name) for name in PER_PROMPT},
         }
         for row in outputs.itertuples()
     ]
