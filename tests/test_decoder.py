@@ -150,6 +150,40 @@ def test_cli_decode_reports_what_each_answer_cost(tiny_run, tmp_path, capsys, mo
         assert cost["value_tokens"] > 0 and cost["reward_calls"] >= 4
 
 
+def test_cli_decode_takes_exactly_one_source_of_prompts(tiny_run, tmp_path, capsys):
+    root, _, _ = tiny_run
+    args = ["decode", "--run", "tiny", "--store", str(root)]
+    for extra in ([], ["--prompt", "x", "--prompts-file", str(tmp_path / "p.txt")]):
+        with pytest.raises(SystemExit) as stopped:
+            main([*args, *extra])
+        assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert "one of the arguments --prompt --prompts-file is required" in err
+    assert "not allowed with argument --prompt" in err
+
+
+def test_cli_decode_reads_multi_line_prompts_as_json_lines_from_stdin(
+    tiny_run, tmp_path, capsys, monkeypatch
+):
+    import io
+
+    root, _, _ = tiny_run
+    prompts = ["first line\nsecond line", "one more"]
+    lines = "".join(json.dumps({"prompt": p}) + "\n" for p in prompts)
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines))
+    args = ["decode", "--run", "tiny", "--store", str(root), "--mode", "base"]
+    assert main([*args, "--prompts-file", "-", "--jsonl"]) == 0
+    out = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [r["prompt"] for r in out] == prompts
+
+    bad = tmp_path / "prompts.jsonl"
+    bad.write_text(json.dumps({"prompt": "fine"}) + "\n" + json.dumps({"text": "no prompt"}))
+    assert main([*args, "--prompts-file", str(bad)]) == 2
+    captured = capsys.readouterr()
+    assert "line 2: expected an object with a 'prompt' string" in captured.err
+    assert captured.out == ""  # nothing decoded
+
+
 def test_args_is_an_evaluation_baseline(tiny_run, tmp_path):
     from iro.pipeline.runner import Pipeline
 

@@ -116,12 +116,38 @@ def _strengths(pairs: list[str]) -> dict[str, float]:
     return strengths
 
 
+def _read_prompts(args: argparse.Namespace) -> list[str]:
+    """--prompts-file: one prompt per line, or one JSON object with a 'prompt' per line."""
+    source = args.prompts_file
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ConfigError(f"--prompts-file {source}: cannot read it ({err})") from None
+    if not (args.jsonl or source.endswith(".jsonl")):
+        return text.splitlines()
+    prompts = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--prompts-file {source}, line {number}: not JSON ({err})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("prompt"), str):
+            raise ConfigError(
+                f"--prompts-file {source}, line {number}: expected an object with a 'prompt' "
+                'string, e.g. {"prompt": "Summarize ..."}'
+            )
+        prompts.append(record["prompt"])
+    return prompts
+
+
 def _cmd_decode(args: argparse.Namespace) -> int:
     """Answer prompts with the aligned policy of a run: pi_base guided by its value models."""
     prepare_environment()
     from iro.pipeline.aligned import answer, answer_records
 
-    prompts = [args.prompt] if args.prompt else Path(args.prompts_file).read_text().splitlines()
+    prompts = [args.prompt] if args.prompt is not None else _read_prompts(args)
     outputs = answer(
         open_store(args.store),
         args.run,
@@ -320,8 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
         choices=list(METHODS),
         help="the method (default: config decode.mode)",
     )
-    p_decode.add_argument("--prompt", help="one raw prompt (the prompt template is applied)")
-    p_decode.add_argument("--prompts-file", help="a file with one raw prompt per line")
+    given = p_decode.add_mutually_exclusive_group(required=True)
+    given.add_argument("--prompt", help="one raw prompt (the prompt template is applied)")
+    given.add_argument(
+        "--prompts-file", metavar="PATH",
+        help="raw prompts, one per line; '-' reads them from standard input; a .jsonl file (or "
+        "--jsonl) holds one JSON object per line with a 'prompt' field, for multi-line prompts",
+    )  # fmt: skip
+    p_decode.add_argument(
+        "--jsonl", action="store_true", help="read --prompts-file as JSON lines (with '-': stdin)"
+    )
     p_decode.add_argument(
         "--with",
         dest="with_runs",
