@@ -19,6 +19,7 @@ from iro.flows.params import (
 )
 from iro.pipeline.evaluation import eval_row
 from iro.pipeline.methods import guided_method, method_label
+from iro.pipeline.preflight import check_trainer_settings
 from iro.pipeline.runner import Pipeline
 from iro.tasks.stages import (
     evaluate_task,
@@ -52,6 +53,7 @@ def iro_iteration(
     cfg = run_config(config, run_name, overrides)
     _check_iteration(cfg, iteration)
     check_run_inputs(cfg, iteration, False)  # before any stage: models, prompts
+    check_trainer_settings(cfg)  # value.training keys, before rollout
     return run_iteration.fn(cfg, iteration)
 
 

@@ -24,6 +24,7 @@ from iro.flows.params import (
 )
 from iro.flows.pipeline import run_pipeline
 from iro.pipeline.methods import method_run_config
+from iro.pipeline.preflight import check_trainer_settings
 
 
 @flow(name="vas", flow_run_name=flow_run_namer("vas"))
@@ -44,4 +45,5 @@ def vas_pipeline(
     show_library_logs()
     cfg = method_run_config(config, run_name, overrides, "vas")
     check_run_inputs(cfg, cfg.iterations, cfg.eval.enabled)  # before any stage: models, prompts
+    check_trainer_settings(cfg)  # value.training keys, before rollout
     return run_pipeline(cfg)

@@ -93,6 +93,29 @@ def test_unknown_key_is_named(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
+    ("key", "fragment"),
+    [
+        (
+            "value.training.lerning_rate",
+            "value.training: ['lerning_rate'] are not TrainingArguments",
+        ),
+        ("value.training.output_dir", "value.training: ['output_dir'] are set by the pipeline"),
+        ("ivl.training.lerning_rate", "ivl.training: ['lerning_rate'] are not SFTConfig fields"),
+    ],
+)
+def test_a_trainer_setting_is_checked_before_the_run_starts(tmp_path, capsys, key, fragment):
+    """value.training passes through to TrainingArguments: `iro check` and `iro run` refuse an
+    unknown or reserved key at once, not at the value stage after rollout and scoring."""
+    path = write(tmp_path, "iterations: 1\n")
+    for command in ("check", "run", "iteration"):
+        extra = ["--iteration", "1"] if command == "iteration" else []
+        assert_one_line_error(
+            *iro(capsys, command, str(path), "--set", f"{key}=1", *extra), fragment
+        )
+    assert not (tmp_path / ".iro").exists()
+
+
+@pytest.mark.parametrize(
     ("text", "message"),
     [
         ("sampling: {temperature: hot}", "sampling.temperature: Input should be a valid number"),

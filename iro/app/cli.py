@@ -43,6 +43,7 @@ from iro.core.store.local import ArtifactError
 from iro.core.store.protocol import Store
 from iro.core.store.remote import GC_MIN_AGE_HOURS, RemoteArtifactStore, open_store
 from iro.pipeline.plan import GPUS, build_plan
+from iro.pipeline.preflight import check_trainer_settings
 from iro.reports.run import ReportError
 from iro.reward.base import RewardError
 from iro.reward.openai_client import MissingAPIKeyError
@@ -63,6 +64,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         print(format_plan(build_plan(cfg, args.config, args.gpu)))
         return 0
     check_run_inputs(cfg, cfg.iterations, cfg.eval.enabled)  # models and prompts, as a run would
+    check_trainer_settings(cfg)
     print(json.dumps(cfg.model_dump(), indent=2))
     return 0
 
@@ -75,6 +77,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = method_run_config(args.config, None, _overrides(args.set), args.command)
     check_run_inputs(cfg, 0 if args.command == "ivl" else cfg.iterations, cfg.eval.enabled)
+    check_trainer_settings(cfg)
     server.check_api_from_environment()
     prepare_environment()
     from iro.flows.ivl import run_ivl
@@ -93,6 +96,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_iteration(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _overrides(args.set))
     check_run_inputs(cfg, args.iteration, False)
+    check_trainer_settings(cfg)
     server.check_api_from_environment()
     prepare_environment()
     from iro.flows.iteration import run_iteration

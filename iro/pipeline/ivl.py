@@ -13,6 +13,7 @@ import logging
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import datasets
 import pandas as pd
@@ -48,13 +49,15 @@ def demonstrations(cfg: RunConfig) -> pd.DataFrame:
     return iteration_slice(train, 1, cfg.ivl.demonstrations, cfg.seed)
 
 
-def training_arguments(cfg: RunConfig, output_dir: Path) -> ResidualTrainingArguments:
+def training_kwargs(cfg: RunConfig, output_dir: Path) -> dict[str, Any]:
     """`ivl.training` as given, plus what the pipeline fixes (paths, seed, device, logging)."""
     fixed = pipeline_fixed(output_dir, cfg.ivl.max_length, cfg.seed)
     given = cfg.ivl.training.model_dump()
-    return ResidualTrainingArguments(
-        **trainer_kwargs("ivl.training", given, ResidualTrainingArguments, "SFTConfig", fixed)
-    )
+    return trainer_kwargs("ivl.training", given, ResidualTrainingArguments, "SFTConfig", fixed)
+
+
+def training_arguments(cfg: RunConfig, output_dir: Path) -> ResidualTrainingArguments:
+    return ResidualTrainingArguments(**training_kwargs(cfg, output_dir))
 
 
 def train(cfg: RunConfig, out_dir: Path) -> dict[str, float]:
