@@ -1,15 +1,15 @@
 """Does IRO beat best-of-N at equal compute? One run that answers with intervals.
 
     python benchmarks/iro_vs_bon.py --size quick        # minutes: development
-    python benchmarks/iro_vs_bon.py --size full         # benchmarks/RESULTS.md's numbers (<= 60 min here)
+    python benchmarks/iro_vs_bon.py --size full         # benchmarks/RESULTS.md's numbers
 
 In one process, on the same held-out prompts, seeds and reward:
 - trains IRO iterations 1..K through the pipeline (artifacts reused from the store on a rerun);
 - for each evaluation seed: draws 16 plain samples per prompt once, which give the base model
   (sample 1), best-of-U for U = 4, 8, 16 (the best of the first U samples: the same draws a
   best-of-U run would make), and the value models' quality on them; then runs IRO iteration k at
-  U = w*k = 4, the last iteration at U = 16 (w = k = 4) and early rejection guided by the last
-  iteration (specrej: N = 16 samples, half of the unfinished kept every l = 8 tokens) on the
+  U = w*k = 4, the last iteration at U = 16 (w = k = 4) and at U = 4 with chunks of l = 8 tokens
+  (half the engine steps and scoring calls), and early rejection guided by the last iteration (specrej: N = 16 samples, half of the unfinished kept every l = 8 tokens) on the
   first `cost_prompts` prompts, the reward-guided search at U = 4, and ARGS on a prefix of the
   prompts; with `--methods vas ivl`,
   VAS (its own TD(lambda) value model) and IVL (its residual) on every prompt;
@@ -93,6 +93,7 @@ QUALITY_CANDIDATES = 4  # value quality is measured on each prompt's first 4 dra
 PRIOR_GUIDED = "reward-guided"  # IRO's search ranked by the reward of the prefix, no value model
 REWARD_DECIMALS = 4  # mean rewards and their differences are printed with four decimals
 WIDE = (4, 4)  # (w, k) of IRO at U = 16
+COARSE_CHUNK = 8  # l of IRO's cheaper setting: half the engine steps, half the scoring calls
 REJECTION = (16, 0.5, 8)  # (N, keep_fraction, l) of specrej, on the cost prompts only
 AMORTISED_OVER = 1000  # prompts served, over which value training's seconds are spread
 BEST_OF_N = re.compile(r"base|bon-\d+")  # best-of-N's family: U = 1 is the base model
@@ -165,6 +166,11 @@ def train_iterations(pipeline: Pipeline) -> tuple[list[Artifact], list[dict[str,
 
 def with_search(cfg: RunConfig, beams: int, children: int) -> RunConfig:
     search = cfg.search.model_copy(update={"beams": beams, "children": children})
+    return cfg.model_copy(update={"search": search})
+
+
+def with_chunk(cfg: RunConfig, chunk_tokens: int) -> RunConfig:
+    search = cfg.search.model_copy(update={"chunk_tokens": chunk_tokens})
     return cfg.model_copy(update={"search": search})
 
 
@@ -802,10 +808,12 @@ def run(
     u = cfg.search.budget_u
     last = len(values)
     wide = with_search(cfg, *WIDE)
+    coarse = with_chunk(cfg, COARSE_CHUNK)
     rejecting = with_rejection(cfg, *REJECTION)
     # guided by the last iteration's value models, on the cost prompts only
     on_subset = [
         (f"iro-iter{last}-u{wide.search.budget_u}", wide, "iro"),
+        (f"iro-iter{last}-l{COARSE_CHUNK}-u{u}", coarse, "iro"),
         (f"specrej-iter{last}-u{samples_per_prompt(rejecting, 'specrej')}", rejecting, "specrej"),
     ]
     for index, seed in enumerate(spec["seeds"]):

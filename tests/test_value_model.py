@@ -468,6 +468,14 @@ def test_a_residual_value_adds_the_prior_and_a_finished_response_is_its_reward(
     assert values[1] == pytest.approx(30.0 + network[1], abs=1e-5)  # unfinished: prior + network
     np.testing.assert_allclose(residual.score(prompts, responses, ended), values / 2.0)
 
+    from iro.core.cost import measure
+
+    fresh = ValueEnsemble.load([residual_dir], [2.0], 64, 4, prior=prior)
+    with measure() as cost:
+        fresh.member_values(prompts, responses, ended)
+    read = [len(tiny_tokenizer(t, add_special_tokens=False).input_ids) for t in ("the list", "one")]
+    assert cost.value_tokens == sum(read)  # the prompt and the unfinished response, no more
+
 
 def test_token_level_guidance_refuses_a_residual_value_model(tiny_lm, tiny_tokenizer, tmp_path):
     from iro.valuefn.token_guidance import ValueShift

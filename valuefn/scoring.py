@@ -12,8 +12,8 @@ truncates the prompt exactly as training does.
 
 A value model trained on a prior (`TokenValueModel.prior`) predicts a residual: its value is the
 prior (the run's reward read on the candidate so far) plus the network's output, and a finished
-candidate is valued at the prior alone, its reward. The prior is computed once per call and
-shared by all members.
+candidate is valued at the prior alone, its reward, without a forward pass. The prior is computed
+once per call and shared by all members.
 
 Every forward pass adds the tokens it read to the open cost meters (`iro.core.cost.measure`).
 """
@@ -307,10 +307,21 @@ class ValueEnsemble:
         done = np.asarray(ended, dtype=bool)
         values = []
         for member in self.members:
-            with self.precision():
-                own = self._values(member, prompts, responses, ended)
-            if member.model.prior is not None:
-                own = np.where(done, prior, prior + own)  # a finished response's value: its reward
+            if member.model.prior is None:
+                with self.precision():
+                    values.append(self._values(member, prompts, responses, ended))
+                continue
+            # a finished response's value is its reward: the network reads only unfinished ones
+            own = prior.copy()
+            open_rows = np.flatnonzero(~done)
+            if open_rows.size:
+                with self.precision():
+                    own[open_rows] += self._values(
+                        member,
+                        [prompts[i] for i in open_rows],
+                        [responses[i] for i in open_rows],
+                        [False] * open_rows.size,
+                    )
             values.append(own)
         return values
 
