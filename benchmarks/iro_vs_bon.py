@@ -9,8 +9,9 @@ In one process, on the same held-out prompts, seeds and reward:
   (sample 1), best-of-U for U = 4, 8, 16 (the best of the first U samples: the same draws a
   best-of-U run would make), and the value models' quality on them; then runs IRO iteration k at
   U = w*k = 4, the last iteration at U = 16 (w = k = 4) and at U = 4 with chunks of l = 8 tokens
-  (half the engine steps and scoring calls), and early rejection guided by the last iteration (specrej: N = 16 samples, half of the unfinished kept every l = 8 tokens) on the
-  first `cost_prompts` prompts, the reward-guided search at U = 4, and ARGS on a prefix of the
+  (half the engine steps and scoring calls), and early rejection guided by the last iteration
+  (specrej: N = 16 samples, half of the unfinished kept every l = 8 tokens) on the first
+  `cost_prompts` prompts, the reward-guided search at U = 4, and ARGS on a prefix of the
   prompts; with `--methods vas ivl`,
   VAS (its own TD(lambda) value model) and IVL (its residual) on every prompt;
 - what each method's own decoding costs, its final reward pick included (`iro.core.cost`):
@@ -97,7 +98,6 @@ COARSE_CHUNK = 8  # l of IRO's cheaper setting: half the engine steps, half the 
 REJECTION = (16, 0.5, 8)  # (N, keep_fraction, l) of specrej, on the cost prompts only
 AMORTISED_OVER = 1000  # prompts served, over which value training's seconds are spread
 BEST_OF_N = re.compile(r"base|bon-\d+")  # best-of-N's family: U = 1 is the base model
-COUNTERS = PER_PROMPT
 
 SIZES: dict[str, dict[str, Any]] = {
     # minutes: one decoding seed, two iterations
@@ -332,7 +332,7 @@ def training_seconds(method: str, training: list[dict]) -> float | None:
 
 
 NOT_MEASURED: dict[str, Any] = {
-    **{f"{c}_per_prompt": None for c in COUNTERS},
+    **{f"{c}_per_prompt": None for c in PER_PROMPT},
     "cost_prompts": None,
     "training_seconds": None,
     "amortised_training_seconds_per_prompt": None,
@@ -347,7 +347,7 @@ def method_costs(rows: list[dict], training: list[dict]) -> dict[str, dict[str, 
         return {}
     costs = {}
     for method, runs in pd.DataFrame(rows).groupby("method", sort=False):
-        per_prompt = runs[list(COUNTERS)].astype(float).div(runs["prompts"], axis=0).mean()
+        per_prompt = runs[list(PER_PROMPT)].astype(float).div(runs["prompts"], axis=0).mean()
         train = training_seconds(method, training)
         costs[method] = {
             **{f"{c}_per_prompt": None if pd.isna(v) else float(v) for c, v in per_prompt.items()},
@@ -865,7 +865,7 @@ def main() -> None:
     parser.add_argument(
         "--cost-prompts",
         type=int,
-        help="time best-of-U, and run IRO at U=16 and specrej, on this many prompts",
+        help="time best-of-U, and run IRO at U=16, IRO with l=8 and specrej, on this many prompts",
     )
     parser.add_argument(
         "--split",

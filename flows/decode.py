@@ -1,6 +1,6 @@
 """The `iro-decode` flow: a finished run's aligned policy answering prompts, from the UI or
 `prefect deployment run`, with other runs' value models composed in and a strength per run chosen
-per request (the deployment form of `iro decode --with RUN --beta RUN=VALUE`).
+per request (the deployment form of `iro decode --with RUN --strength RUN=VALUE`).
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from iro.core.compat import check_run_inputs
 from iro.core.config import RunConfig
 from iro.flows.params import (
     DEFAULT_CONFIG,
@@ -19,7 +18,7 @@ from iro.flows.params import (
 )
 from iro.pipeline.evaluation import eval_row
 from iro.pipeline.methods import guided_method, method_label
-from iro.pipeline.preflight import check_trainer_settings
+from iro.pipeline.preflight import check_run
 from iro.pipeline.runner import Pipeline
 from iro.tasks.stages import (
     evaluate_task,
@@ -52,8 +51,7 @@ def iro_iteration(
     """
     cfg = run_config(config, run_name, overrides)
     _check_iteration(cfg, iteration)
-    check_run_inputs(cfg, iteration, False)  # before any stage: models, prompts
-    check_trainer_settings(cfg)  # value.training keys, before rollout
+    check_run(cfg, iteration, False)  # before any stage: models, prompts, trainer settings
     return run_iteration.fn(cfg, iteration)
 
 

@@ -12,7 +12,6 @@ from typing import Any
 
 from prefect import flow
 
-from iro.core.compat import check_run_inputs
 from iro.core.config import RunConfig
 from iro.flows.baselines import baseline_rows
 from iro.flows.params import (
@@ -25,6 +24,7 @@ from iro.flows.params import (
 )
 from iro.pipeline.evaluation import eval_row, rows_as_dicts
 from iro.pipeline.methods import method_run_config
+from iro.pipeline.preflight import check_run
 from iro.pipeline.runner import Pipeline
 from iro.tasks.publish import publish_evaluation
 from iro.tasks.stages import evaluate_task, train_residual_task
@@ -46,7 +46,7 @@ def ivl_pipeline(
     """
     show_library_logs()
     cfg = method_run_config(config, run_name, overrides, "ivl")
-    check_run_inputs(cfg, 0, cfg.eval.enabled)  # before any stage: models, prompts
+    check_run(cfg, 0, cfg.eval.enabled)  # before any stage: models, prompts, trainer settings
     return run_ivl.fn(cfg)
 
 

@@ -6,7 +6,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from iro.core.compat import check_run_inputs
 from iro.core.config import RunConfig
 from iro.core.store.remote import open_store
 from iro.flows.baselines import baseline_rows
@@ -20,6 +19,7 @@ from iro.flows.params import (
     run_config,
 )
 from iro.pipeline.evaluation import EvalRow, rows_as_dicts
+from iro.pipeline.preflight import check_run
 from iro.tasks.publish import publish_evaluation
 
 
@@ -37,7 +37,9 @@ def iro_pipeline(
         overrides: dotted config keys to override, e.g. {"search.beams": 4}.
     """
     cfg = run_config(config, run_name, overrides)
-    check_run_inputs(cfg, cfg.iterations, cfg.eval.enabled)  # before any stage: models, prompts
+    check_run(
+        cfg, cfg.iterations, cfg.eval.enabled
+    )  # before any stage: models, prompts, trainer settings
     return run_pipeline.fn(cfg)
 
 

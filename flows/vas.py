@@ -13,7 +13,6 @@ from typing import Any
 
 from prefect import flow
 
-from iro.core.compat import check_run_inputs
 from iro.flows.params import (
     DEFAULT_CONFIG,
     ConfigPath,
@@ -24,7 +23,7 @@ from iro.flows.params import (
 )
 from iro.flows.pipeline import run_pipeline
 from iro.pipeline.methods import method_run_config
-from iro.pipeline.preflight import check_trainer_settings
+from iro.pipeline.preflight import check_run
 
 
 @flow(name="vas", flow_run_name=flow_run_namer("vas"))
@@ -44,6 +43,7 @@ def vas_pipeline(
     """
     show_library_logs()
     cfg = method_run_config(config, run_name, overrides, "vas")
-    check_run_inputs(cfg, cfg.iterations, cfg.eval.enabled)  # before any stage: models, prompts
-    check_trainer_settings(cfg)  # value.training keys, before rollout
+    check_run(
+        cfg, cfg.iterations, cfg.eval.enabled
+    )  # before any stage: models, prompts, trainer settings
     return run_pipeline(cfg)

@@ -1,5 +1,5 @@
 """Composition of several runs' value models at decoding time (`guidance.compose`), the CLI's
-`--with` / `--beta`, and which method a run's iterations are evaluated with."""
+`--with` / `--strength`, and which method a run's iterations are evaluated with."""
 
 from __future__ import annotations
 
@@ -118,7 +118,8 @@ def test_raising_one_runs_beta_raises_that_runs_reward(tiny_lm, tiny_tokenizer, 
     def responses(*strengths: str) -> list[str]:
         args = ["decode", "--run", "summaries", "--with", "files", "--store", str(tmp_path)]
         args += ["--prompts-file", str(prompts)]
-        assert main([*args, *(f"--beta={s}" for s in strengths)]) == 0
+        names = ("--strength", "--beta")  # one option under two names: each run gets one here
+        assert main([*args, *(f"{names[i % 2]}={s}" for i, s in enumerate(strengths))]) == 0
         return [json.loads(line)["response"] for line in capsys.readouterr().out.splitlines()]
 
     low, high = responses("summaries=0", "files=1"), responses("summaries=4", "files=1")

@@ -53,7 +53,7 @@ def test_plan_runs_offline_on_the_paper_configs(name, monkeypatch, capsys):
     def no_input_checks(*args):
         raise AssertionError("--plan must not load models or datasets")
 
-    monkeypatch.setattr(cli, "check_run_inputs", no_input_checks)
+    monkeypatch.setattr(cli, "_check_run", no_input_checks)
     assert cli.main(["check", str(CONFIGS / name), "--plan", "--gpu", "a100"]) == 0
     out = capsys.readouterr().out
     cfg = load_config(CONFIGS / name)

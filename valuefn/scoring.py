@@ -314,7 +314,9 @@ class ValueEnsemble:
             # a finished response's value is its reward: the network reads only unfinished ones
             own = prior.copy()
             open_rows = np.flatnonzero(~done)
-            if open_rows.size:
+            if not open_rows.size:
+                member.responses = {}  # nothing continues: drop the last call's states
+            else:
                 with self.precision():
                     own[open_rows] += self._values(
                         member,

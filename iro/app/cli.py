@@ -27,9 +27,10 @@ from iro import __version__
 from iro.app import server
 from iro.app.environment import prepare_environment
 from iro.app.plan_text import format_plan
-from iro.core.compat import IncompatibleValueModelError, check_run_inputs
+from iro.core.compat import IncompatibleValueModelError
 from iro.core.config import (
     ConfigError,
+    RunConfig,
     check_run_name,
     load_config,
     parse_override,
@@ -43,7 +44,6 @@ from iro.core.store.local import ArtifactError
 from iro.core.store.protocol import Store
 from iro.core.store.remote import GC_MIN_AGE_HOURS, RemoteArtifactStore, open_store
 from iro.pipeline.plan import GPUS, build_plan
-from iro.pipeline.preflight import check_trainer_settings
 from iro.reports.run import ReportError
 from iro.reward.base import RewardError
 from iro.reward.openai_client import MissingAPIKeyError
@@ -58,13 +58,21 @@ def _overrides(pairs: list[str]) -> dict[str, Any]:
     return dict(parse_override(p) for p in pairs)
 
 
+def _check_run(cfg: RunConfig, iterations: int, evaluate: bool) -> None:
+    """The checks a run makes before its first stage (models, prompts, trainer settings), after
+    the environment is set: they import the libraries, which read it at import."""
+    prepare_environment()
+    from iro.pipeline.preflight import check_run
+
+    check_run(cfg, iterations, evaluate)
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _overrides(args.set))
     if args.plan:  # sizes, memory and hours from the config alone: nothing is loaded or fetched
         print(format_plan(build_plan(cfg, args.config, args.gpu)))
         return 0
-    check_run_inputs(cfg, cfg.iterations, cfg.eval.enabled)  # models and prompts, as a run would
-    check_trainer_settings(cfg)
+    _check_run(cfg, cfg.iterations, cfg.eval.enabled)  # as a run would
     print(json.dumps(cfg.model_dump(), indent=2))
     return 0
 
@@ -76,10 +84,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from iro.pipeline.methods import method_run_config
 
     cfg = method_run_config(args.config, None, _overrides(args.set), args.command)
-    check_run_inputs(cfg, 0 if args.command == "ivl" else cfg.iterations, cfg.eval.enabled)
-    check_trainer_settings(cfg)
+    _check_run(cfg, 0 if args.command == "ivl" else cfg.iterations, cfg.eval.enabled)
     server.check_api_from_environment()
-    prepare_environment()
     from iro.flows.ivl import run_ivl
     from iro.flows.pipeline import run_pipeline
     from iro.pipeline.evaluation import EvalRow, format_table
@@ -95,10 +101,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_iteration(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, _overrides(args.set))
-    check_run_inputs(cfg, args.iteration, False)
-    check_trainer_settings(cfg)
+    _check_run(cfg, args.iteration, False)
     server.check_api_from_environment()
-    prepare_environment()
     from iro.flows.iteration import run_iteration
 
     summary = run_iteration(cfg, args.iteration)
@@ -107,16 +111,18 @@ def _cmd_iteration(args: argparse.Namespace) -> int:
 
 
 def _strengths(pairs: list[str]) -> dict[str, float]:
-    """--beta NAME=VALUE pairs -> {run name: strength}."""
+    """--strength NAME=VALUE pairs -> {run name: strength}."""
     strengths = {}
     for pair in pairs:
         name, sep, value = pair.partition("=")
         try:
             strengths[check_run_name(name)] = float(value)
         except ValueError:
-            raise ConfigError(f"--beta {pair!r}: write RUN=NUMBER, e.g. sentiment-vas=2") from None
+            raise ConfigError(
+                f"--strength {pair!r}: write RUN=NUMBER, e.g. sentiment-vas=2"
+            ) from None
         if not sep:
-            raise ConfigError(f"--beta {pair!r}: write RUN=NUMBER, e.g. sentiment-vas=2")
+            raise ConfigError(f"--strength {pair!r}: write RUN=NUMBER, e.g. sentiment-vas=2")
     return strengths
 
 
@@ -127,7 +133,7 @@ def _read_prompts(args: argparse.Namespace) -> list[str]:
         text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"--prompts-file {source}: cannot read it ({err})") from None
-    if not (args.jsonl or source.endswith(".jsonl")):
+    if not (args.jsonl or source.lower().endswith(".jsonl")):
         return text.splitlines()
     prompts = []
     for number, line in enumerate(text.splitlines(), 1):
@@ -151,6 +157,8 @@ def _cmd_decode(args: argparse.Namespace) -> int:
     prepare_environment()
     from iro.pipeline.aligned import answer, answer_records
 
+    if args.jsonl and args.prompt is not None:
+        raise ConfigError("--jsonl describes --prompts-file; with --prompt, leave it out")
     prompts = [args.prompt] if args.prompt is not None else _read_prompts(args)
     outputs = answer(
         open_store(args.store),
@@ -159,7 +167,7 @@ def _cmd_decode(args: argparse.Namespace) -> int:
         args.mode,
         args.iteration,
         args.with_runs,
-        _strengths(args.beta),
+        _strengths(args.strength),
         _overrides(args.set),
     )
     for record in answer_records(outputs):
@@ -369,11 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="also guide by this run's value models (say, trained for another reward)",
     )
     p_decode.add_argument(
+        "--strength",
         "--beta",
+        dest="strength",
         action="append",
         default=[],
         metavar="RUN=VALUE",
-        help="strength of a run's value models (default 1; 0 leaves them out)",
+        help="strength s of a run's value models in the guide s * sum_i V_i / beta_i (default 1; "
+        "0 leaves them out); --beta is the same option",
     )
     p_decode.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"

@@ -5,6 +5,8 @@ AMX, runs 1.6-2.2x faster than float32. A CPU without them (AVX2 only) emulates 
 matmul takes about 8x longer than in float32. So a config that runs on both kinds of machine says
 `auto`, and the config resolves it, before anything reads it, to what this machine computes fast.
 The resolved value is what artifact ids and run records hold: outputs differ between precisions.
+It is resolved where the config is read: a run record keeps the precision its artifacts were
+built in, and `iro check --plan` on a machine without a GPU plans `auto` as float32.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ def bf16_is_native(device: str) -> bool:
     """Whether `device` (cpu, cuda, cuda:N) computes bfloat16 in hardware."""
     import torch
 
-    if device.startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.startswith("cuda"):  # Ampere (compute capability 8.0) and later; older ones emulate
+        index = int(device.partition(":")[2] or 0)
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(index) >= (8, 0)
     flags = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
     return any(getattr(torch.cpu, flag, lambda: False)() for flag in flags)
 
@@ -40,6 +43,7 @@ def resolve_dtype(dtype: str, device: str | None = None) -> str:
     return "bfloat16" if bf16_is_native(device or compute_device()) else "float32"
 
 
-def resolve_bf16(flag: bool | str, device: str | None = None) -> bool | str:
-    """TrainingArguments' `bf16`, with `auto` resolved as `resolve_dtype` does."""
-    return resolve_dtype(AUTO, device) == "bfloat16" if flag == AUTO else flag
+def resolve_bf16() -> bool:
+    """TrainingArguments' `bf16: auto`: whether `compute_device()`, where training runs, computes
+    bf16 natively."""
+    return resolve_dtype(AUTO) == "bfloat16"

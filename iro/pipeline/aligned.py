@@ -18,10 +18,10 @@ import pandas as pd
 
 from iro.core.config import ConfigError, RunConfig, check_run_name, parse_config, set_dotted_key
 from iro.core.cost import PER_PROMPT, measure, per_prompt
-from iro.core.engines.factory import get_engine
 from iro.core.methods import get_method
 from iro.core.store.protocol import Store
 from iro.pipeline.decoder import decode
+from iro.pipeline.generation import start_engine
 from iro.pipeline.guidance import compose
 
 
@@ -148,8 +148,8 @@ def answer(
         {"id": [f"prompt-{i}" for i in range(len(prompts))], "prompt": prompts, "reference": None}
     )
     mode = mode or cfg.decode.mode
-    if get_method(mode).runs_on == "search":
-        get_engine(cfg.policy, cfg.cache_dir, cfg.seed)
+    if get_method(mode).runs_on == "search" and cfg.ray.workers <= 1:
+        start_engine(cfg)  # Ray's actors start their own
     with measure() as cost:
         outputs = decode(cfg, frame, mode, value_dirs, cfg.seed, betas=betas)
     return outputs.assign(mode=mode, iteration=policy.iteration, **per_prompt(cost, len(prompts)))

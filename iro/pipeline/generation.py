@@ -14,6 +14,7 @@ import pandas as pd
 
 from iro.core.config import RunConfig
 from iro.core.data import DatasetError, render_prompts
+from iro.core.engines.base import Engine
 from iro.core.engines.factory import get_engine
 from iro.core.errors import out_of_memory
 from iro.core.models import resolve_model
@@ -80,6 +81,12 @@ def render(
     return prompt_texts, prompt_ids
 
 
+def start_engine(cfg: RunConfig) -> Engine:
+    """The policy's engine, started once per process; out of memory names the knobs."""
+    with out_of_memory(STAGE, memory_knobs(cfg)):  # vLLM reserves its KV cache as it starts
+        return get_engine(cfg.policy, cfg.cache_dir, cfg.seed)
+
+
 def generate_shard(
     cfg: RunConfig,
     prompts: pd.DataFrame,
@@ -93,8 +100,7 @@ def generate_shard(
     guided, prior_only = job.guided, job.prior_only
     tokenizer = policy_tokenizer(cfg)
     prompt_texts, prompt_ids = render(cfg, tokenizer, prompts, settings)
-    with out_of_memory(STAGE, memory_knobs(cfg)):  # vLLM reserves its KV cache as it starts
-        engine = get_engine(cfg.policy, cfg.cache_dir, cfg.seed)
+    engine = start_engine(cfg)
     task_prompts = dict(zip(prompt_texts, prompts["prompt"], strict=True))
     scorer = build_scorer(cfg, value_dirs, task_prompts, betas) if guided else None
     if prior_only:

@@ -29,7 +29,8 @@ class ValueTrainingConfig(BaseModel):
     """Passed as is to TRL's RewardConfig (transformers' TrainingArguments): the names are theirs.
 
     Keys beyond the ones below (weight_decay, warmup_ratio, bf16, gradient_checkpointing, ...)
-    are passed through too; a name TrainingArguments does not know stops the value stage.
+    are passed through too; `bf16: auto` trains in bf16 where the training device computes it
+    natively. A name TrainingArguments does not know stops the run before its first stage.
     Paper: AdamW lr 3e-6, eps 1e-5, cosine, no warm-up, 10 epochs, effective batch 256.
     """
 
@@ -40,7 +41,7 @@ class ValueTrainingConfig(BaseModel):
     def _resolve_auto_bf16(cls, data: Any) -> Any:
         """`bf16: auto`: train in bf16 where the training device computes it natively."""
         if isinstance(data, dict) and data.get("bf16") == AUTO:
-            return {**data, "bf16": resolve_bf16(AUTO)}
+            return {**data, "bf16": resolve_bf16()}
         return data
 
     learning_rate: float = Field(
@@ -205,8 +206,9 @@ class ValueModelConfig(Section):
     @classmethod
     def _resolve_auto_score_dtype(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("score_dtype") == AUTO:
-            device = data.get("score_device", "cpu")
-            return {**data, "score_dtype": resolve_dtype(AUTO, device)}
+            device = data.get("score_device")  # a malformed one is reported by its own check
+            where = device if isinstance(device, str) and device.startswith("cuda") else "cpu"
+            return {**data, "score_dtype": resolve_dtype(AUTO, where)}
         return data
 
     @model_validator(mode="after")
