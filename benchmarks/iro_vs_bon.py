@@ -18,8 +18,9 @@ In one process, on the same held-out prompts, seeds and reward:
   seconds, policy tokens, value tokens and reward calls per prompt, averaged over seeds, each run
   from a cold prefix cache. Each method is measured as a user would run it: best-of-U for
   U = 1, 4, 8, 16 is decoded again as best-of-U, for its cost only, on the first `cost_prompts`
-  prompts. Value training's seconds
-  (the store's build time of iterations 1..k) are reported apart, and spread over 1,000 prompts;
+  prompts, and best-of-32 and best-of-48, beyond the pool, for their cost and quality there.
+  Value training's seconds (the store's build time of iterations 1..k) are reported apart, and
+  spread over 1,000 prompts;
 - win rate against the reference and mean reward per method, with 95% BCa bootstrap intervals
   over prompts (each prompt's outcome averaged over seeds), and the paired differences the claim
   rests on (IRO at U=4 minus BoN-4, iteration 2 minus iteration 1, IRO at U=4 minus BoN-16),
@@ -89,6 +90,9 @@ from iro.valuefn.search import SearchSettings
 log = logging.getLogger("benchmarks.iro_vs_bon")
 RESULTS = Path(__file__).parent / "results"
 BON_US = (4, 8, 16)
+# best-of-U beyond the pool, each decoded on its own on the cost prompts: the frontier where IRO
+# at U = 16 spends its seconds
+LARGE_BON_US = (32, 48)
 EVAL_SEED_BASE = 7919
 QUALITY_CANDIDATES = 4  # value quality is measured on each prompt's first 4 draws (6 pairs)
 PRIOR_GUIDED = "reward-guided"  # IRO's search ranked by the reward of the prefix, no value model
@@ -108,9 +112,10 @@ SIZES: dict[str, dict[str, Any]] = {
         # one engine call's worth (policy.prompts_per_call), as the full-set searches batch them
         "cost_prompts": 32,
     },
-    # benchmarks/RESULTS.md's numbers, sized to finish within an hour on 2 CPU cores (search at l=4 costs
-    # about 3 minutes per 120 prompts, so three iterations train on 128 prompts each; best-of-U
-    # timed, IRO at U = 16 and specrej on 32 prompts add a few minutes per seed)
+    # benchmarks/RESULTS.md's numbers. On 2 cores with AVX512-BF16 (bf16) the run without the
+    # cost prompts' methods took 39 minutes from an empty store; on 2 AVX2 cores (float32) one
+    # seed takes 46 minutes of decoding and the three iterations 26 minutes of training
+    # (--seeds 0 keeps a run within about 75 minutes there)
     "full": {
         "overrides": {"data.prompts_per_iteration": 128, "data.eval_prompts": 120, "iterations": 3},
         "seeds": (0, 1, 2),
@@ -244,6 +249,17 @@ def best_of_u_costs(cfg: RunConfig, prompts: pd.DataFrame, seed: int) -> dict[st
     return {
         label: measured(c, partial(decode, c, prompts, method, [], seed))[1]
         for label, (c, method) in runs.items()
+    }
+
+
+def large_best_of(
+    cfg: RunConfig, prompts: pd.DataFrame, seed: int
+) -> dict[tuple[str, int], tuple[pd.Series, Cost]]:
+    """Best-of-U for LARGE_BON_US, each decoded as a user would run it: its rewards and its
+    cost. Its draws are its own, not the pool's: it pairs with the other methods by prompt."""
+    return {
+        (f"bon-{u}", u): decoded(with_search(cfg, 1, u), prompts, "bon", [], seed)
+        for u in LARGE_BON_US
     }
 
 
@@ -382,6 +398,8 @@ def claim_pairs(columns: list[str]) -> list[tuple[str, str]]:
         pairs += [(PRIOR_GUIDED, "bon-4")] + [(m, PRIOR_GUIDED) for m in iro]
     pairs += [(later, earlier) for earlier, later in itertools.pairwise(iro)]
     pairs += [(m, "bon-16") for m in columns if m.endswith("-u16")]
+    largest = f"bon-{max(LARGE_BON_US)}"
+    pairs += [(m, largest) for m in columns if m.endswith("-u16") and largest in columns]
     neighbours = [m for m in columns if m.startswith(("vas-", "ivl"))]  # --methods
     pairs += [(m, "base") for m in neighbours] + [(m, "bon-4") for m in neighbours]
     pairs += [(iro[-1], m) for m in neighbours if iro]
@@ -560,9 +578,9 @@ def cost_lines(methods: list[dict]) -> list[str]:
         "policy's forward passes computed (prefixes less what the prefix cache served, then the "
         "sampled tokens fed back); value tokens, those the value models read; reward calls, the "
         "responses, whole or partial, a reward scored. Each run starts from a cold prefix cache. "
-        "Best-of-U was decoded again as best-of-U for its cost; it, IRO at U=16 and specrej were "
-        "measured on the first prompts only (prompts timed); specrej's quality too comes from "
-        "those prompts alone. Token-level methods run the policy outside "
+        "Best-of-U was decoded again as best-of-U for its cost; it, IRO at U=16, IRO with l=8 "
+        "and specrej were measured on the first prompts only (prompts timed), and so were the "
+        "quality of all but best-of-U up to 16. Token-level methods run the policy outside "
         "the engines that count tokens. Value "
         f"training is a one-off: the last column spreads it over {AMORTISED_OVER:,} prompts "
         "served.",
@@ -826,6 +844,9 @@ def run(
         if seed == spec["seeds"][0]:
             quality = value_quality(cfg, values, pool[pool["candidate"] < QUALITY_CANDIDATES])
         for label, cost in best_of_u_costs(cfg, subset, eval_seed).items():
+            spend(label, seed, len(subset), cost)
+        for (label, large_u), (rewards, cost) in large_best_of(cfg, subset, eval_seed).items():
+            add(label, large_u, seed, rewards)
             spend(label, seed, len(subset), cost)
         for k in range(1, len(values) + 1):
             rewards, cost = decoded(cfg, prompts, "iro", value_dirs[:k], eval_seed)

@@ -93,14 +93,10 @@ BREAKS: list[Break] = [
         file="iro/pipeline/generation.py",
         old=(
             "    prompt_texts, prompt_ids = render(cfg, tokenizer, prompts, settings)\n"
-            "    with out_of_memory(STAGE, memory_knobs(cfg)):"
-            "  # vLLM reserves its KV cache as it starts\n"
-            "        engine = get_engine(cfg.policy, cfg.cache_dir, cfg.seed)\n"
+            "    engine = start_engine(cfg)\n"
         ),
         new=(
-            "    with out_of_memory(STAGE, memory_knobs(cfg)):"
-            "  # vLLM reserves its KV cache as it starts\n"
-            "        engine = get_engine(cfg.policy, cfg.cache_dir, cfg.seed)\n"
+            "    engine = start_engine(cfg)\n"
             "    prompt_texts, prompt_ids = render(cfg, tokenizer, prompts, settings)\n"
         ),
         tests=(
