@@ -80,5 +80,5 @@ class LLMJudgeReward(Reward):
                 f"reward {self.name!r} returned nan for row {unanswered[0]}: {len(unanswered)} of "
                 f"{len(requests)} judge request(s) got no answer, so nothing was scored or "
                 f"trained on; {error}"
-            )
+            ) from error
         return np.array([parse_rating(a) for a in answers])

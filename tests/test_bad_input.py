@@ -20,6 +20,7 @@ from iro.app.cli import main
 from iro.core.compat import IncompatibleValueModelError, check_run_inputs, check_value_models
 from iro.core.config import ConfigError, load_config, parse_config, parse_override
 from iro.core.data import DatasetError, check_prompt_counts, load_prompts
+from iro.core.endpoint import EndpointError
 from iro.core.models import ModelNotFoundError, check_model_reference, resolve_model
 from iro.reward.base import Reward, RewardError
 from iro.reward.composite import WeightedSum
@@ -90,6 +91,34 @@ def test_unknown_key_is_named(tmp_path, capsys):
     )
     with pytest.raises(ConfigError, match=r"reward\.components\.0\.wieght: .* mean weight\?"):
         parse_config({"reward": {"components": [{"type": "sentiment", "wieght": 1}]}})
+
+
+def _caused_by(error: Exception, cause: Exception) -> Exception:
+    error.__cause__ = cause
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (ConfigError("search.beams must be >= 1"), 2),
+        (EndpointError("endpoint down: could not connect", retryable=True), 75),
+        (EndpointError("endpoint refused the request: HTTP 401", status_code=401), 2),
+        (_caused_by(RewardError("judge got no answer"), EndpointError("down", retryable=True)), 75),
+        (_caused_by(RewardError("judge refused"), EndpointError("401", status_code=401)), 2),
+    ],
+)
+def test_the_exit_code_tells_a_fix_from_a_retry(monkeypatch, capsys, error, code):
+    """2: fix the command or its inputs; 75 (EX_TEMPFAIL): an endpoint was down, slow or
+    overloaded, and the same command may work later."""
+    from iro.app import cli
+
+    def fails(args):
+        raise error
+
+    monkeypatch.setattr(cli, "_cmd_check", fails)
+    assert cli.main(["check", "run.yaml"]) == code
+    assert capsys.readouterr().err == f"error: {error}\n"
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ import torch
 import yaml
 
 import iro.core.endpoint as endpoint_module
+from iro.app import cli
 from iro.core.config import parse_config
 from iro.core.endpoint import Endpoint, EndpointError
 from iro.core.engines.base import ContinuationRequest, SamplingSettings
@@ -182,6 +183,8 @@ def test_the_judge_stops_at_the_first_request_that_fails_for_good(
     assert judge.hits == (0 if failure == "down" else 2)  # one request, retried once
     assert reward.client.requests == 1 and reward.client.failures == 5
     assert KEY not in message and KEY not in caplog.text
+    # `iro` exits 75 (try again later): the endpoint failed the way retries are for
+    assert cli.exit_code(err.value) == cli.EXIT_TEMPFAIL
 
 
 def test_the_openai_engine_stops_the_step_naming_the_policy_endpoint_settings(
@@ -366,8 +369,6 @@ def test_value_training_out_of_memory_keeps_the_earlier_artifacts(tiny_lm, tmp_p
 
 
 def test_the_cli_reports_out_of_memory_in_one_line(monkeypatch, capsys):
-    from iro.app import cli
-
     def check(args):
         with out_of_memory("value training", {"value.max_length": (512, "shorter texts")}):
             raise torch.OutOfMemoryError("CUDA out of memory.\nmore lines")

@@ -48,6 +48,10 @@ from iro.reports.run import ReportError
 from iro.reward.base import RewardError
 from iro.reward.openai_client import MissingAPIKeyError
 
+# Exit codes, so that a scheduler can tell "fix the input" from "try again later":
+EXIT_INPUT = 2  # the command, the config or what they name (argparse's code for usage errors)
+EXIT_TEMPFAIL = 75  # sysexits' EX_TEMPFAIL: an endpoint was down, slow or overloaded
+
 # Problems with the user's inputs: reported in one line, without a traceback.
 USER_ERRORS = (ConfigError, DatasetError, ModelNotFoundError, ArtifactError, RewardError)
 USER_ERRORS += (ReportError, MissingAPIKeyError, EndpointError, IncompatibleValueModelError)
@@ -414,14 +418,24 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except USER_ERRORS as err:
         print(f"error: {err}", file=sys.stderr)
-        return 2
+        return exit_code(err)
     except Exception as err:
         from iro.pipeline.runner import MissingArtifactError
 
         if isinstance(err, MissingArtifactError):
             print(f"error: {err}", file=sys.stderr)
-            return 2
+            return EXIT_INPUT
         raise
+
+
+def exit_code(err: BaseException | None) -> int:
+    """EXIT_TEMPFAIL where an endpoint failed the way retries are for (down, slow, overloaded),
+    itself or as the cause of the error; EXIT_INPUT for every other reported problem."""
+    while err is not None:
+        if isinstance(err, EndpointError) and err.retryable:
+            return EXIT_TEMPFAIL
+        err = err.__cause__
+    return EXIT_INPUT
 
 
 if __name__ == "__main__":
