@@ -26,6 +26,7 @@ class DatasetError(ValueError):
 def _load_split(cfg: DataConfig, split: str) -> pd.DataFrame:
     import datasets
 
+    datasets.disable_progress_bars()  # a prompt file loads in a second: its bar is only noise
     path = Path(cfg.dataset).expanduser()
     builder = local_format(path)
     if builder is not None:

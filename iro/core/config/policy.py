@@ -54,7 +54,7 @@ class PolicyConfig(Section):
         "args, ivl) always run on transformers",
     )
     endpoint: EndpointConfig | None = None
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = Field(
         "float32",
         description="precision of the policy's weights and computation on the vllm and hf "
         "engines and in token-level decoding; bfloat16 or float16 halve its memory; auto: "
