@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from iro.core.config import RunConfig
 from iro.core.engines.factory import resolve_backend
 from iro.core.methods import METHODS
+from iro.core.precision import compute_device
 
 # What every generation reads: the policy and how it is prompted, the sampler, the seed.
 PROMPTS = (
@@ -232,4 +231,4 @@ def _device(cfg: RunConfig, stage: str) -> str:
     ray.gpus_per_worker > 0), else this process's."""
     if stage in SEARCH_STAGES and cfg.ray.workers > 1:
         return "cuda" if cfg.ray.gpus_per_worker > 0 else "cpu"
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return compute_device()
